@@ -1,0 +1,1 @@
+"""Shard lists, tolerant tar reading, safe image decoding and tar writing."""

@@ -1,0 +1,1 @@
+"""DeDe: the decoder model, its training, calibration and the one scoring API."""

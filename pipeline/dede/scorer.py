@@ -1,0 +1,90 @@
+"""The one scoring API: a batch of images (and their keys) -> DeDe scores and victim embeddings.
+
+The Ray job, the lab, the benchmarks and the tests all score through `Scorer.score`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.dede.model import DeDe, masked_sse
+from pipeline.dede.store import load_decoder
+from pipeline.dede.thresholds import resolve_threshold
+from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
+
+
+def key_noise(keys: Sequence[str], num_patches: int) -> torch.Tensor:
+    """(B, T) mask noise seeded by each sample's key, so a sample always gets the same mask."""
+    rows = [np.random.default_rng(int.from_bytes(hashlib.sha256(k.encode("utf-8", "surrogatepass")).digest()[:8], "little"))
+            .random(num_patches) for k in keys]
+    return torch.from_numpy(np.stack(rows)).float() if rows else torch.zeros(0, num_patches)
+
+
+def decoder_pixels(images: torch.Tensor, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or [0,1] (B, 3, H, W) -> the decoder's normalised pixel space (B, 3, S, S)."""
+    x = resize_square(to_float01(images), image_size)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@dataclass
+class ScoreOutput:
+    scores: np.ndarray       # (B,) float32, reconstruction error
+    embeddings: np.ndarray   # (B, D) float16, the victim's embedding
+
+
+class Scorer:
+    """A trained decoder with its victim encoder, ready to score images."""
+
+    def __init__(self, decoder_dir: str, device: str | torch.device | None = None, encoder_spec: str | None = None):
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.config, self.decoder_sha256 = load_decoder(decoder_dir, self.device)
+        spec = encoder_spec or self.config["encoder"]["spec"]
+        self.encoder: Encoder = create_encoder(spec, self.device)
+        expected = self.config["encoder"].get("checkpoint_sha256")
+        if encoder_spec is None and expected and expected != self.encoder.checkpoint_sha256:
+            raise ValueError(f"encoder checkpoint of {spec} does not match the one the decoder was trained for")
+        self.calibration: dict = self.config.get("calibration", {})
+        pix = self.config["pixels"]
+        self.pixel_mean, self.pixel_std = tuple(pix["mean"]), tuple(pix["std"])
+        self.image_size = self.model.cfg.image_size
+        self.mask_ratio = self.model.cfg.test_mask_ratio
+        self.autocast = self.device.type == "cuda"
+
+    @property
+    def work_size(self) -> int:
+        """The side the CPU stage resizes images to before scoring."""
+        return max(self.encoder.input_size, self.image_size)
+
+    def threshold(self, policy: str | float = "fpr:0.01", scores: np.ndarray | None = None) -> float:
+        return resolve_threshold(policy, self.calibration, scores)
+
+    @torch.no_grad()
+    def score(self, images: np.ndarray | torch.Tensor, keys: Sequence[str]) -> ScoreOutput:
+        """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys."""
+        return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std,
+                           self.mask_ratio, self.autocast)
+
+
+@torch.no_grad()
+def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
+                pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
+                autocast: bool = False) -> ScoreOutput:
+    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE."""
+    if len(keys) != len(images):
+        raise ValueError(f"{len(images)} images but {len(keys)} keys")
+    dev = encoder.device
+    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    x = x.to(dev, non_blocking=True)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+        emb = encoder.embed(x)
+        target = decoder_pixels(x, model.cfg.image_size, pixel_mean, pixel_std)
+        noise = key_noise(keys, model.cfg.num_patches).to(dev)
+        pred, mask = model(target, emb, mask_ratio, noise)
+    scores = masked_sse(pred, target, mask)
+    return ScoreOutput(scores.float().cpu().numpy().astype(np.float32), emb.float().cpu().numpy().astype(np.float16))

@@ -1,0 +1,224 @@
+"""Train a DeDe decoder for a frozen encoder on auxiliary WebDataset shards, then calibrate it.
+
+The auxiliary set is read once (tolerantly: bad samples are skipped and counted), held in memory
+as uint8 at the decoder's resolution, and embedded once: the victim is frozen and DeDe trains
+without augmentation, so every epoch after the first would recompute identical embeddings.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.corpus.decode import DecodeError, load_sample_image
+from pipeline.corpus.reader import iter_shard
+from pipeline.corpus.shards import expand_shards
+from pipeline.dede.model import DeDe, DeDeConfig, masked_mse
+from pipeline.dede.scorer import decoder_pixels, score_batch
+from pipeline.dede.store import save_decoder
+from pipeline.dede.thresholds import calibration_summary
+from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
+from pipeline.checkpoints import read_bytes
+from pipeline.storage import exists, write_bytes_atomic
+
+STATE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    encoder: str
+    data: list[str]
+    out: str
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"           # cosine (with linear warm-up) or constant
+    warmup_epochs: float = 1.0
+    max_samples: int | None = None
+    holdout: float = 0.05               # share of auxiliary samples kept out for calibration
+    max_holdout: int = 2000
+    seed: int = 0
+    device: str | None = None
+    image_size: int = 32
+    patch_size: int = 4
+    width: int = 192
+    encoder_depth: int = 6
+    decoder_depth: int = 4
+    heads: int = 3
+    train_mask_ratio: float = 0.9
+    test_mask_ratio: float = 0.99
+    pixel_mean: tuple[float, float, float] = CIFAR_MEAN
+    pixel_std: tuple[float, float, float] = CIFAR_STD
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass
+class AuxData:
+    keys: list[str]
+    images: np.ndarray                  # (N, S, S, 3) uint8 at the decoder's size
+    embeddings: torch.Tensor            # (N, D) float32
+    bad: Counter = field(default_factory=Counter)
+
+
+def _unit_hash(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "little") / 2**64
+
+
+def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
+    """Read, decode and embed the auxiliary shards; bad samples are counted by error kind."""
+    shards = expand_shards(cfg.data)
+    size = max(encoder.input_size, cfg.image_size)
+    keys, images, bad = [], [], Counter()
+    bar = tqdm(total=cfg.max_samples, desc="reading auxiliary data", unit="img", disable=not cfg.progress)
+    for url in shards:
+        for s in iter_shard(url):
+            if s.error:
+                bad[s.error.split(":", 1)[0]] += 1
+                continue
+            try:
+                images.append(load_sample_image(s.fields, size))
+            except DecodeError as e:
+                bad[str(e).split(":", 1)[0]] += 1
+                continue
+            keys.append(f"{url}#{s.key}")
+            bar.update(1)
+            if cfg.max_samples and len(keys) >= cfg.max_samples:
+                break
+        if cfg.max_samples and len(keys) >= cfg.max_samples:
+            break
+    bar.close()
+    if not keys:
+        raise ValueError(f"no usable images in {cfg.data} (bad samples: {dict(bad)})")
+    arr = np.stack(images)
+    embs = []
+    for i in tqdm(range(0, len(arr), cfg.batch_size), desc="embedding", disable=not cfg.progress):
+        with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=encoder.device.type == "cuda"):
+            embs.append(encoder.embed(torch.from_numpy(arr[i:i + cfg.batch_size])).float().cpu())
+    if size != cfg.image_size:
+        arr = np.stack([np.asarray(torch.nn.functional.interpolate(
+            torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=(cfg.image_size,) * 2, mode="bilinear",
+            antialias=True)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)) for a in arr])
+    return AuxData(keys, arr, torch.cat(embs), bad)
+
+
+def split_holdout(keys: list[str], share: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, holdout indices), decided by a hash of each key so reruns agree."""
+    u = np.array([_unit_hash(k) for k in keys])
+    hold = np.flatnonzero(u < share)
+    hold = hold[np.argsort(u[hold])][:cap]
+    mask = np.ones(len(keys), bool)
+    mask[hold] = False
+    return np.flatnonzero(mask), np.sort(hold)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return f
+
+
+def train_decoder(cfg: TrainConfig) -> dict:
+    """Train, calibrate and save a decoder in cfg.out; returns the saved config."""
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine or constant")
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = create_encoder(cfg.encoder, device)
+    t0 = time.time()
+    aux = load_auxiliary(cfg, encoder)
+    train_idx, hold_idx = split_holdout(aux.keys, cfg.holdout, cfg.max_holdout)
+    if len(train_idx) < 2:
+        raise ValueError(f"only {len(train_idx)} training images after the hold-out; give more data")
+    mcfg = DeDeConfig(victim_dim=encoder.embed_dim, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                      width=cfg.width, encoder_depth=cfg.encoder_depth, encoder_heads=cfg.heads,
+                      decoder_depth=cfg.decoder_depth, decoder_heads=cfg.heads,
+                      train_mask_ratio=cfg.train_mask_ratio, test_mask_ratio=cfg.test_mask_ratio)
+    model = DeDe(mcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    bs = min(cfg.batch_size, len(train_idx))
+    steps = len(train_idx) // bs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    start_epoch, history = 0, []
+    state_url = f"{cfg.out}/{STATE}"
+    if cfg.resume and exists(state_url):
+        state = _load_state(state_url)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start_epoch, history = int(state["epoch"]), [float(v) for v in state["history"]]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    images = torch.from_numpy(aux.images)
+    autocast = device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        gen.manual_seed(cfg.seed * 1000003 + epoch)
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        model.train()
+        total, n, tstart = 0.0, 0, time.time()
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+        for step in bar:
+            idx = order[step * bs:(step + 1) * bs]
+            x = decoder_pixels(images[idx].to(device), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+            emb = aux.embeddings[idx].to(device)
+            noise = torch.rand(len(idx), mcfg.num_patches, generator=gen).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                pred, mask = model(x, emb, cfg.train_mask_ratio, noise)
+            loss = masked_mse(pred, x, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}", samples_s=f"{n / (time.time() - tstart):.0f}")
+        history.append(total / max(n, 1))
+        _save_state(state_url, model, opt, sched, epoch + 1, history)
+    model.eval()
+    hold = hold_idx if len(hold_idx) else train_idx[: min(len(train_idx), 500)]
+    hold_scores = np.concatenate([
+        score_batch(model, encoder, aux.images[hold[i:i + bs]], [aux.keys[j] for j in hold[i:i + bs]],
+                    cfg.pixel_mean, cfg.pixel_std, cfg.test_mask_ratio, autocast).scores
+        for i in range(0, len(hold), bs)])
+    final_loss = history[-1] if history else float("nan")
+    hidden_values = 3 * (mcfg.num_patches - model.num_visible(cfg.test_mask_ratio)) * cfg.patch_size ** 2
+    config = {
+        "format": "dede-decoder/1",
+        "encoder": {"spec": str(encoder.spec), "checkpoint_sha256": encoder.checkpoint_sha256,
+                    "embed_dim": encoder.embed_dim, "input_size": encoder.input_size},
+        "pixels": {"mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std), "resize": "shorter-side+center-crop"},
+        "work_size": max(encoder.input_size, cfg.image_size),
+        "training": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "progress", "resume")},
+                     "loss_history": history, "final_loss": final_loss,
+                     "minutes": round((time.time() - t0) / 60, 2), "device": str(device)},
+        "data": {"inputs": list(cfg.data), "n_train": int(len(train_idx)), "n_holdout": int(len(hold_idx)),
+                 "holdout_from_train": bool(len(hold_idx) == 0), "skipped": dict(aux.bad)},
+        "calibration": calibration_summary(hold_scores, paper_threshold=final_loss * hidden_values),
+    }
+    return save_decoder(cfg.out, model, config)
+
+
+def _save_state(url: str, model: DeDe, opt, sched, epoch: int, history: list[float]) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "epoch": epoch, "history": history}, buf)
+    write_bytes_atomic(url, buf.getvalue())
+
+
+def _load_state(url: str) -> dict:
+    return torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=True)

@@ -1,0 +1,1 @@
+"""The backdoor factory: clean encoders, triggers, attacks and poisoned corpora for CIFAR-10 scale."""

@@ -1,0 +1,37 @@
+"""Device choice, threads, bf16 autocast (CUDA) and channels-last for the lab's trainings."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+def setup(device: str, threads: int | None) -> torch.device:
+    """Resolve 'cpu'/'cuda', set torch's CPU threads when given; a one-line error if CUDA is absent."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but no CUDA device is visible")
+    return torch.device(device)
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to the device, channels-last (faster for convolutions on CPU too)."""
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device) -> Iterator[None]:
+    """bf16 autocast on CUDA, nothing on CPU."""
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a (B, 3, H, W) batch to the device, channels-last."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,1 @@
+"""Backbone architectures the encoder adapters build."""

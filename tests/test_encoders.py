@@ -1,0 +1,85 @@
+import io
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.checkpoints import load_state_dict
+from pipeline.encoders import create_encoder, parse_spec
+from pipeline.models.resnet_cifar import CifarResNet
+
+
+def test_spec_parsing_and_errors(tmp_path):
+    s = parse_spec("resnet:resnet18-cifar@s3://b/k.safetensors")
+    assert (s.kind, s.name, s.checkpoint) == ("resnet", "resnet18-cifar", "s3://b/k.safetensors")
+    assert str(s) == "resnet:resnet18-cifar@s3://b/k.safetensors"
+    with pytest.raises(ValueError, match="expected KIND:NAME"):
+        parse_spec("resnet18")
+    with pytest.raises(ValueError, match="unknown encoder kind 'vgg'"):
+        parse_spec("vgg:vgg16")
+    with pytest.raises(ValueError, match="unknown resnet"):
+        create_encoder("resnet:resnet18-imagenet", "cpu")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        create_encoder(f"resnet:resnet18-cifar-w0.25@{tmp_path}/none.safetensors", "cpu")
+    with pytest.raises(ValueError, match="unknown lab encoder"):
+        create_encoder("lab:does-not-exist", "cpu")
+
+
+def test_cifar_resnet_embeds_frozen_on_uint8():
+    enc = create_encoder("resnet:resnet18-cifar-w0.25", "cpu")
+    assert (enc.embed_dim, enc.input_size) == (128, 32)
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training and not enc.backbone.training
+    imgs = torch.randint(0, 256, (2, 40, 40, 3), dtype=torch.uint8)  # resized to 32 by its preprocessing
+    out = enc.embed(imgs)
+    assert out.shape == (2, 128) and torch.isfinite(out).all()
+
+
+def test_checkpoint_round_trip_safetensors_and_weights_only(tmp_path):
+    net = CifarResNet("resnet18", 0.25)
+    st = tmp_path / "enc.safetensors"
+    save_file({f"backbone.{k}": v for k, v in net.state_dict().items()}, str(st))
+    enc = create_encoder(f"resnet:resnet18-cifar-w0.25@{st}", "cpu")
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    ref = create_encoder("resnet:resnet18-cifar-w0.25", "cpu")
+    ref.backbone.load_state_dict(net.state_dict())
+    assert torch.allclose(enc.embed(x), ref.embed(x))
+    assert len(enc.checkpoint_sha256) == 64
+    pt = tmp_path / "enc.pt"
+    torch.save({"state_dict": net.state_dict()}, pt)
+    enc2 = create_encoder(f"resnet:resnet18-cifar-w0.25@{pt}", "cpu")
+    assert torch.allclose(enc2.embed(x), enc.embed(x))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, p)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_state_dict(str(p))
+
+
+def test_shape_mismatch_is_one_clear_line(tmp_path):
+    st = tmp_path / "wide.safetensors"
+    save_file(CifarResNet("resnet18", 0.5).state_dict(), str(st))
+    with pytest.raises(ValueError, match="does not fit resnet:resnet18-cifar-w0.25") as e:
+        create_encoder(f"resnet:resnet18-cifar-w0.25@{st}", "cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_openclip_random_init_and_checkpoint(tmp_path):
+    enc = create_encoder("openclip:RN50", "cpu")
+    assert enc.input_size == 224 and enc.embed_dim == 1024
+    x = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    out = enc.embed(x)
+    assert out.shape == (1, 1024)
+    st = tmp_path / "clip.safetensors"
+    save_file({f"visual.{k}": v.contiguous() for k, v in enc.backbone.visual.state_dict().items()}, str(st))
+    enc2 = create_encoder(f"openclip:RN50@{st}", "cpu")
+    assert torch.allclose(enc2.embed(x), out, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        create_encoder("openclip:NoSuchNet", "cpu")

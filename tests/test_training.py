@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.corpus.decode import load_sample_image
+from pipeline.dede.scorer import Scorer
+from pipeline.dede.train import TrainConfig, train_decoder
+
+TINY = dict(epochs=2, batch_size=16, width=32, encoder_depth=1, decoder_depth=1, heads=2, holdout=0.25,
+            progress=False, device="cpu")
+
+
+def test_train_save_load_score_round_trip(tmp_path, small_shards):
+    out = str(tmp_path / "dec")
+    cfg = train_decoder(TrainConfig(encoder="resnet:resnet18-cifar-w0.125", data=[str(tmp_path / "shards")], out=out, **TINY))
+    assert cfg["data"]["n_train"] + cfg["data"]["n_holdout"] == 120
+    assert len(cfg["training"]["loss_history"]) == 2
+    saved = json.load(open(f"{out}/config.json"))
+    assert saved["weights_sha256"] and saved["calibration"]["n"] == cfg["data"]["n_holdout"]
+    scorer = Scorer(out, device="cpu")
+    from pipeline.corpus.reader import iter_shard
+
+    samples = list(iter_shard(small_shards[0]))[:8]
+    imgs = np.stack([load_sample_image(s.fields, scorer.work_size) for s in samples])
+    keys = [s.key for s in samples]
+    a, b = scorer.score(imgs, keys), scorer.score(imgs, keys)
+    assert a.scores.shape == (8,) and a.embeddings.shape == (8, 64) and a.embeddings.dtype == np.float16
+    np.testing.assert_array_equal(a.scores, b.scores)          # same key -> same mask -> same score
+    single = scorer.score(imgs[:1], keys[:1]).scores[0]
+    assert single == pytest.approx(a.scores[0], rel=1e-4)       # a sample's score does not depend on its batch
+    assert scorer.threshold("fpr:0.01") >= scorer.threshold("fpr:0.5")
+    assert scorer.decoder_sha256 == saved["weights_sha256"]
+
+
+def test_resume_continues_where_it_stopped(tmp_path, small_shards):
+    data = [str(tmp_path / "shards")]
+    kw = {**TINY, "schedule": "constant", "warmup_epochs": 0}
+    enc = "resnet:resnet18-cifar-w0.125"
+    full = train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "a"), **{**kw, "epochs": 3}))
+    train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "b"), **{**kw, "epochs": 1}))
+    resumed = train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "b"), resume=True, **{**kw, "epochs": 3}))
+    np.testing.assert_allclose(resumed["training"]["loss_history"], full["training"]["loss_history"], rtol=1e-5)
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no shard at"):
+        train_decoder(TrainConfig(encoder="resnet:resnet18-cifar-w0.125", data=[str(tmp_path / "nope.tar")],
+                                  out=str(tmp_path / "o"), **TINY))
