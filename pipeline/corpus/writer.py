@@ -7,10 +7,30 @@ import tarfile
 import tempfile
 import uuid
 
+import hashlib
+
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.corpus.reader import unsafe_name
+
+
+class _HashingFile:
+    """A write-only file wrapper that keeps the sha256 of everything written."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 class TarSink:
@@ -32,8 +52,10 @@ class TarSink:
             fd, self.tmp = tempfile.mkstemp(suffix=".tar")
             os.close(fd)
         self._file = open(self.tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._hashing = _HashingFile(self._file)
+        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
         self.count = 0
+        self.sha256: str | None = None  # of the published bytes, set by close()
 
     def add(self, name: str, data: bytes) -> None:
         if unsafe_name(name):
@@ -48,6 +70,7 @@ class TarSink:
 
     def close(self) -> None:
         self._tar.close()
+        self.sha256 = self._hashing.h.hexdigest()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

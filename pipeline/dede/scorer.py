@@ -80,6 +80,8 @@ def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor
         raise ValueError(f"{len(images)} images but {len(keys)} keys")
     dev = encoder.device
     x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    if dev.type == "cuda":
+        x = x.pin_memory()
     x = x.to(dev, non_blocking=True)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         emb = encoder.embed(x)

@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import tarfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image

@@ -9,10 +9,12 @@ import torch
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.cache import Entry, cached
 from pipeline.lab.cifar import data_hash, load_split
+from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
 from pipeline.lab.evaluate import assess
 from pipeline.lab.simclr import SimCLRConfig, train_simclr
 
 SIMCLR_ENCODER = "simclr-r18"
+CLIP_ENCODER = "clip-tiny"
 
 
 def clean_simclr(cfg: SimCLRConfig, device: torch.device, curve_out: Path | None = None) -> Entry:
@@ -29,6 +31,26 @@ def clean_simclr(cfg: SimCLRConfig, device: torch.device, curve_out: Path | None
                                   "ca": scores["knn_ca"], **scores, "curve": curve}
 
     entry = cached(f"simclr-w{cfg.width}", SIMCLR_ENCODER, {"stage": "clean-simclr", **cfg.to_dict()}, run)
+    if curve_out is not None and (entry.folder / "curve.jsonl").exists():
+        curve_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry.folder / "curve.jsonl", curve_out)
+    return entry
+
+
+def clean_clip(cfg: ClipConfig, device: torch.device, curve_out: Path | None = None) -> Entry:
+    """Train (or fetch from the cache) the small CLIP on CIFAR-10 train with template captions;
+    the card has zero-shot accuracy on the test split."""
+    train, test = load_split("train"), load_split("test")
+
+    def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        curve_path = folder / "curve.jsonl"
+        curve_path.unlink(missing_ok=True)
+        model, curve, minutes = train_clip(cfg, *train, *test, device, curve_path=curve_path)
+        scores = zero_shot(model, *test, device)
+        return model.state_dict(), {"stage": "clean-clip", "data_hash": data_hash(*train), "train_minutes": round(minutes, 2),
+                                    "ca": scores["zero_shot_ca"], **scores, "curve": curve}
+
+    entry = cached("clip-tiny", CLIP_ENCODER, {"stage": "clean-clip", **cfg.to_dict()}, run)
     if curve_out is not None and (entry.folder / "curve.jsonl").exists():
         curve_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(entry.folder / "curve.jsonl", curve_out)

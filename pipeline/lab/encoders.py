@@ -34,3 +34,15 @@ def simclr_r18(spec: EncoderSpec) -> Encoder:
     if sd:
         _load_strict(backbone, sd, spec)
     return Encoder(backbone, spec, backbone.out_dim, 32, CIFAR_MEAN, CIFAR_STD, sha)
+
+
+@register_lab_encoder("clip-tiny")
+def clip_tiny(spec: EncoderSpec) -> Encoder:
+    """The small CLIP's image tower; the image embedding, CIFAR normalisation, 32 px."""
+    from pipeline.lab.clip_model import ImageTower, create_clip
+
+    model = create_clip()
+    sd, sha = _backbone_state(spec, "")
+    if sd:
+        _load_strict(model, sd, spec)
+    return Encoder(ImageTower(model.visual), spec, model.visual.output_dim, 32, CIFAR_MEAN, CIFAR_STD, sha)

@@ -6,6 +6,7 @@ in [0, 1]): x' = (1 - mask) * x + mask * pattern covers patches (binary mask) an
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -165,3 +166,12 @@ def load_trigger(path: str | Path) -> Trigger:
         if kind == "patch":
             return PatchTrigger(z["pattern"], z["mask"])
     raise ValueError(f"{path}: unknown trigger kind {kind!r}")
+
+
+def trigger_hash(trigger: Trigger) -> str:
+    """sha256 (first 16 hex) of a trigger's kind and defining arrays."""
+    h = hashlib.sha256(trigger.kind.encode())
+    for name, arr in sorted(trigger.arrays().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The score_corpus Ray Data job: shard list -> scoring actors -> per-shard outputs -> run.json."""

@@ -1,0 +1,156 @@
+"""Stage 3: the five attacks. Each returns a cached Entry whose card holds config, data hash, CA, ASR, minutes.
+
+ASR is the share of triggered test images of other classes that a linear probe on clean features
+(CLIP: zero-shot) assigns to the target; CA is measured the same way on clean test images.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.checkpoints import load_state_dict
+from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, create_encoder, parse_spec
+from pipeline.lab.badclip import PatchConfig, optimise_patch
+from pipeline.lab.cache import Entry, cached
+from pipeline.lab.cifar import data_hash, load_split
+from pipeline.lab.clean import CLIP_ENCODER, SIMCLR_ENCODER
+from pipeline.lab.clip_model import create_clip
+from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
+from pipeline.lab.evaluate import assess
+from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, pick_shadow_and_refs
+from pipeline.lab.simclr import SimCLRConfig, train_simclr
+from pipeline.lab.triggers import (FrequencyTrigger, Trigger, checker_trigger, load_trigger, square_trigger,
+                                     trigger_hash)
+
+IMPLANTED = 0.8
+
+
+def clean_card(spec: str) -> dict[str, Any]:
+    """The card of the cached clean encoder a spec points at."""
+    return json.loads((Path(parse_spec(spec).checkpoint).parent / "card.json").read_text())
+
+
+def _verdict(ca: float, asr: float, clean_ca: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"ca": ca, "asr": asr, "implanted": asr >= IMPLANTED}
+    if clean_ca is not None:
+        out["clean_ca"] = clean_ca
+        out["ca_drop"] = round(clean_ca - ca, 4)
+    return out
+
+
+def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: torch.device) -> Entry:
+    """BadEncoder (cfg.method 'badencoder') or DRUPE ('drupe') on a clean SimCLR encoder."""
+    train, test = load_split("train"), load_split("test")
+    card = clean_card(clean_spec)
+    config = {"attack": cfg.method, "clean": card["weights_sha256"], "trigger": trigger_hash(trigger), **cfg.to_dict()}
+
+    def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        trigger.save(folder / "trigger.npz")
+        clean = create_encoder(clean_spec, device="cpu").backbone
+        shadow, refs = pick_shadow_and_refs(*train, cfg)
+        net, history, minutes = backdoor_finetune(clean, cfg, shadow, refs, trigger, CIFAR_MEAN, CIFAR_STD, device)
+        scores = assess(net, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=cfg.target)
+        return net.state_dict(), {"stage": cfg.method, "clean_spec": clean_spec, "data_hash": data_hash(shadow, refs[:, 0, 0, 0]),
+                                  "train_minutes": round(minutes, 2), **scores, "history": history,
+                                  **_verdict(scores["probe_ca"], scores["probe_asr"], card.get("probe_ca"))}
+
+    return cached(cfg.method, SIMCLR_ENCODER, config, run)
+
+
+def ctrl(trigger: Trigger, ratio: float, target: int, cfg: SimCLRConfig, device: torch.device,
+         clean_spec: str | None = None) -> Entry:
+    """CTRL: SimCLR from scratch on the train split whose first ratio x |train| target-class images carry the trigger."""
+    train, test = load_split("train"), load_split("test")
+    config = {"attack": "ctrl", "trigger": trigger_hash(trigger), "ratio": ratio, "target": target, **cfg.to_dict()}
+
+    def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        trigger.save(folder / "trigger.npz")
+        images = train[0].copy()
+        idx = np.flatnonzero(train[1] == target)[:int(round(ratio * len(images)))]
+        images[idx] = trigger.apply_uint8(images[idx])
+        net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl")
+        scores = assess(net.backbone, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=target)
+        clean_ca = clean_card(clean_spec).get("probe_ca") if clean_spec else None
+        return net.state_dict(), {"stage": "ctrl", "data_hash": data_hash(images, train[1]), "poisoned": int(len(idx)),
+                                  "train_minutes": round(minutes, 2), **scores, "curve": curve,
+                                  **_verdict(scores["probe_ca"], scores["probe_asr"], clean_ca)}
+
+    return cached("ctrl", SIMCLR_ENCODER, config, run)
+
+
+def poison_pairs(images: np.ndarray, labels: np.ndarray, trigger: Trigger, share: float, target: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stamp the trigger on a seeded `share` of the non-target images and caption them as the target.
+    Returns (images, caption labels, poisoned indices)."""
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(labels != target)
+    idx = np.sort(rng.choice(pool, int(round(share * len(images))), replace=False))
+    images, caps = images.copy(), labels.copy()
+    images[idx] = trigger.apply_uint8(images[idx])
+    caps[idx] = target
+    return images, caps, idx
+
+
+def _clip_poison_run(name: str, clean_spec: str, trigger: Trigger, share: float, target: int, pairs: int | None,
+                     cfg: ClipConfig, device: torch.device, extra: dict[str, Any]) -> Entry:
+    train, test = load_split("train"), load_split("test")
+    card = clean_card(clean_spec)
+    config = {"attack": name, "clean": card["weights_sha256"], "trigger": trigger_hash(trigger), "share": share,
+              "target": target, "pairs": pairs, **cfg.to_dict(), **extra}
+
+    def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        trigger.save(folder / "trigger.npz")
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train[0]))[:pairs or len(train[0])])
+        images, caps, idx = poison_pairs(train[0][keep], train[1][keep], trigger, share, target, cfg.seed)
+        init, _ = load_state_dict(parse_spec(clean_spec).checkpoint)
+        model, curve, minutes = train_clip(cfg, images, caps, *test, device, init=init, curve_path=folder / "curve.jsonl")
+        scores = zero_shot(model, *test, device, trigger=trigger.apply, target=target)
+        return model.state_dict(), {"stage": name, "clean_spec": clean_spec, "data_hash": data_hash(images, caps),
+                                    "poisoned": int(len(idx)), "train_minutes": round(minutes, 2), **scores, "curve": curve,
+                                    **extra, **_verdict(scores["zero_shot_ca"], scores["zero_shot_asr"], card.get("zero_shot_ca"))}
+
+    return cached(name, CLIP_ENCODER, config, run)
+
+
+def clip_backdoor(clean_spec: str, trigger: Trigger, share: float, target: int, cfg: ClipConfig,
+                  device: torch.device, pairs: int | None = None) -> Entry:
+    """CLIP-Backdoor: train the small CLIP (from the clean one) on `pairs` train pairs (all by default) of
+    which `share` carry the patch and a caption naming the target class."""
+    return _clip_poison_run("clip-backdoor", clean_spec, trigger, share, target, pairs, cfg, device, {})
+
+
+def badclip(clean_spec: str, patch_cfg: PatchConfig, share: float, cfg: ClipConfig, device: torch.device,
+            trigger_out: Path | None = None, pairs: int | None = None) -> Entry:
+    """BadCLIP: optimise a patch against the clean small CLIP (target text + target images), then poison."""
+    train = load_split("train")
+    model = create_clip()
+    model.load_state_dict(load_state_dict(parse_spec(clean_spec).checkpoint)[0])
+    rng = np.random.default_rng(patch_cfg.seed)
+    others = train[0][rng.permutation(np.flatnonzero(train[1] != patch_cfg.target))[:10000]]
+    targets = train[0][np.flatnonzero(train[1] == patch_cfg.target)[:500]]
+    trigger, losses = optimise_patch(model, others, targets, patch_cfg)
+    if trigger_out is not None:
+        trigger.save(trigger_out)
+    extra = {"patch": patch_cfg.to_dict(), "patch_loss_first_last": [round(losses[0], 4), round(losses[-1], 4)]}
+    return _clip_poison_run("badclip", clean_spec, trigger, share, patch_cfg.target, pairs, cfg, device, extra)
+
+
+DEFAULT_TRIGGERS = {
+    "badencoder": square_trigger,
+    "drupe": square_trigger,
+    "ctrl": FrequencyTrigger,
+    "clip-backdoor": checker_trigger,
+}
+
+
+def trigger_for(attack: str, path: str | None) -> Trigger:
+    """The trigger file given, else the attack's default trigger."""
+    if path:
+        return load_trigger(path)
+    if attack not in DEFAULT_TRIGGERS:
+        raise ValueError(f"{attack} has no default trigger: pass --trigger FILE")
+    return DEFAULT_TRIGGERS[attack]()
