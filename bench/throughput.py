@@ -86,6 +86,9 @@ def main() -> int:
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--cpus-per-actor", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-shards", type=int, default=None, help="first N shards only")
+    ap.add_argument("--plain-after", action="store_true",
+                    help="run the plain loop again after the job (A-B-A: exposes drift in machine load)")
     ap.add_argument("--write", default=None, help="write the results as markdown here")
     a = ap.parse_args()
     work = Path(a.work)
@@ -94,8 +97,10 @@ def main() -> int:
 
     torch.set_num_threads(a.threads)
     urls, decoder = prepare(work, a.encoder, a.shard_size)
+    urls = urls[: a.max_shards] if a.max_shards else urls
 
     n_plain, s_plain = plain_loop(urls, decoder, a.batch_size)
+    n_first, s_first = n_plain, s_plain
     print(f"plain loop: {n_plain} samples in {s_plain:.1f} s = {n_plain / s_plain:.1f} samples/s", flush=True)
 
     import ray
@@ -109,12 +114,18 @@ def main() -> int:
     out = work / "job-out"
     cfg = JobConfig(inputs=[str(work / "cifar10-test")], out=str(out), decoder=decoder, batch_size=a.batch_size,
                     actors=a.actors, cpus_per_actor=a.cpus_per_actor, threads=a.threads, overwrite=True,
-                    progress=False)
+                    progress=False, max_shards=a.max_shards)
     t0 = time.perf_counter()
     run = run_job(cfg)
     s_job = time.perf_counter() - t0
     ray.shutdown()
     n_job = run["totals"]["read"]
+    after = ""
+    if a.plain_after:
+        n2, s2 = plain_loop(urls, decoder, a.batch_size)
+        print(f"plain loop again: {n2} samples in {s2:.1f} s = {n2 / s2:.1f} samples/s", flush=True)
+        after = f"| plain loop again, after the job | {n2} | {s2:.1f} | {n2 / s2:.1f} |\n"
+        n_plain, s_plain = n_plain + n2, s_plain + s2      # the ratio uses both plain runs
     ratio = (n_job / s_job) / (n_plain / s_plain)
     res = {"plain_samples": n_plain, "plain_s": s_plain, "plain_sps": n_plain / s_plain,
            "job_samples": n_job, "job_s": s_job, "job_sps": n_job / s_job, "ray_init_s": s_ray,
@@ -130,16 +141,16 @@ Command: `.venv/bin/python {cmd}`
 Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, shared with other
 jobs (load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}), so absolute numbers are noisy;
 both sides ran back to back in one process. Data: CIFAR-10 test split, {len(urls)} shards of {a.shard_size}
-JPEGs (32x32). Model: resnet:{a.encoder} (seeded checkpoint) + DeDe decoder (default architecture),
+JPEGs (32x32){f", first {len(urls)} shards" if a.max_shards else ""}. Model: resnet:{a.encoder} (seeded checkpoint) + DeDe decoder (default architecture),
 batch size {a.batch_size}, {a.threads} torch threads.
 
 | | samples | seconds | samples/s |
 |---|---:|---:|---:|
-| plain loop (webdataset, one process, scores only, writes nothing) | {n_plain} | {s_plain:.1f} | {n_plain / s_plain:.1f} |
+| plain loop (webdataset, one process, scores only, writes nothing) | {n_first} | {s_first:.1f} | {n_first / s_first:.1f} |
 | score_corpus job ({a.actors} actor x {a.cpus_per_actor:g} CPU, {a.threads} threads; writes all outputs) | {n_job} | {s_job:.1f} | {n_job / s_job:.1f} |
 | job including `ray.init` ({s_ray:.1f} s) | {n_job} | {s_job + s_ray:.1f} | {n_job / (s_job + s_ray):.1f} |
-
-**Ratio job / plain loop: {ratio:.2f}** (including Ray start-up: {(n_job / (s_job + s_ray)) / (n_plain / s_plain):.2f}).
+{after}
+**Ratio job / plain loop{" (both plain runs pooled)" if a.plain_after else ""}: {ratio:.2f}** (including Ray start-up: {(n_job / (s_job + s_ray)) / (n_plain / s_plain):.2f}).
 The job's time includes starting the actor (loading encoder + decoder), reading, decoding, scoring and
 writing scores/, clean/, quarantine/ and stats/ for every shard plus run.json.
 """)

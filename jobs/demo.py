@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: ingest.main(["cifar10", "--split", "train", "--limit", str(a.aux_samples), "--out", f"{a.out}/aux"]),
         lambda: ingest.main(["cifar10", "--split", "test", "--out", f"{a.out}/corpus"]),
         lambda: train_decoder.main(["--encoder", a.encoder, "--data", f"{a.out}/aux", "--out", f"{a.out}/decoder",
-                                    "--epochs", str(a.epochs), "--width", "128", "--encoder-depth", "2",
+                                    "--epochs", str(a.epochs), "--width", "128", "--patch-size", "8", "--encoder-depth", "2",
                                     "--decoder-depth", "2", "--heads", "4"]),
         lambda: score_corpus.main(["--decoder", f"{a.out}/decoder", "--input", f"{a.out}/corpus", "--out", f"{a.out}/run"]),
     ]

@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--shadow", type=int, default=FinetuneConfig.shadow, help="BadEncoder/DRUPE shadow images")
+    ap.add_argument("--references", type=int, default=FinetuneConfig.references, help="BadEncoder/DRUPE reference images")
+    ap.add_argument("--reference-pick", choices=["first", "central"], default=FinetuneConfig.reference_pick,
+                    help="BadEncoder/DRUPE: first target images, or those nearest the target class's mean clean feature")
     ap.add_argument("--ratio", type=float, default=0.01, help="CTRL: poisoned share of the train split")
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
@@ -49,7 +52,8 @@ def main() -> None:
         ap.error(f"{a.attack} needs --clean SPEC")
     if a.attack in ("badencoder", "drupe"):
         given.pop("max_minutes", None)
-        cfg = FinetuneConfig(method=a.attack, shadow=a.shadow, target=a.target, seed=a.seed, **given)
+        cfg = FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
+                             target=a.target, seed=a.seed, **given)
         entry = attacks.badencoder(a.clean, attacks.trigger_for(a.attack, a.trigger), cfg, device)
     elif a.attack == "ctrl":
         cfg = SimCLRConfig(width=a.width, seed=a.seed, **given)

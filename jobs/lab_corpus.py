@@ -1,14 +1,18 @@
-"""Write a poisoned WebDataset corpus from a CIFAR-10 split (.jpg, .txt for CLIP attacks, .json ground truth)."""
+"""Write a poisoned WebDataset corpus from a CIFAR-10 split (.jpg, .txt for CLIP attacks, .json ground truth)
+and its card (corpus.json: config, counts, share) beside the shards."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
 from pipeline.lab.attacks import trigger_for
 from pipeline.lab.cifar import load_split
 from pipeline.lab.corpus import write_corpus
+from pipeline.lab.triggers import trigger_hash
+from pipeline.storage import write_text_atomic
 
 CLIP_ATTACKS = ("clip-backdoor", "badclip")
 
@@ -29,11 +33,15 @@ def main() -> None:
     if a.limit:
         idx = np.sort(np.random.default_rng(a.seed).permutation(len(images))[:a.limit])
         images, labels = images[idx], labels[idx]
-    summary = write_corpus(images, labels, trigger_for(a.attack, a.trigger), a.attack, a.share, a.target, a.out,
+    trigger = trigger_for(a.attack, a.trigger)
+    summary = write_corpus(images, labels, trigger, a.attack, a.share, a.target, a.out,
                            prefix=f"cifar10-{a.split}-{a.attack}", shard_size=a.shard_size,
                            captions=a.attack in CLIP_ATTACKS, seed=a.seed)
-    print(json.dumps({"shards": len(summary.shards), "first": summary.shards[0], "samples": summary.samples,
-                      "poisoned": summary.poisoned, "share": round(summary.share, 4)}, indent=2))
+    card = {"attack": a.attack, "split": a.split, "limit": a.limit, "target": a.target, "seed": a.seed,
+            "trigger": trigger_hash(trigger), "shards": summary.shards, "samples": summary.samples,
+            "poisoned": summary.poisoned, "share": round(summary.share, 4), "command": " ".join(sys.argv)}
+    write_text_atomic(f"{a.out.rstrip('/')}/corpus.json", json.dumps(card, indent=2))
+    print(json.dumps({**card, "shards": len(summary.shards)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ model name) and `lab` (encoders the lab registers). Every adapter owns its prepr
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ _KINDS: dict[str, Callable[[EncoderSpec], Encoder]] = {
 def create_encoder(spec: str | EncoderSpec, device: str | torch.device | None = None) -> Encoder:
     """Build the frozen encoder a spec names, on `device` (CUDA when available by default)."""
     s = parse_spec(spec) if isinstance(spec, str) else spec
-    enc = _KINDS[s.kind](s)
+    # random init is seeded from the spec, so every process (actor, resumed run) builds the same weights
+    seed = int.from_bytes(hashlib.sha256(f"{s.kind}:{s.name}".encode()).digest()[:4], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc = _KINDS[s.kind](s)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return enc.to(dev)

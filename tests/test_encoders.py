@@ -83,3 +83,18 @@ def test_openclip_random_init_and_checkpoint(tmp_path):
     assert torch.allclose(enc2.embed(x), out, atol=1e-5)
     with pytest.raises(ValueError, match="unknown open_clip model"):
         create_encoder("openclip:NoSuchNet", "cpu")
+
+
+def test_random_init_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    code = ("import torch; from pipeline.encoders import create_encoder; "
+            "e = create_encoder('resnet:resnet18-cifar-w0.125', 'cpu'); "
+            "print(float(sum(p.double().sum() for p in e.parameters())))")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(runs) == 1
+    a = create_encoder("resnet:resnet18-cifar-w0.125", "cpu")
+    torch.manual_seed(99)
+    b = create_encoder("resnet:resnet18-cifar-w0.125", "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

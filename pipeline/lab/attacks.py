@@ -51,7 +51,7 @@ def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: t
     def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         trigger.save(folder / "trigger.npz")
         clean = create_encoder(clean_spec, device="cpu").backbone
-        shadow, refs = pick_shadow_and_refs(*train, cfg)
+        shadow, refs = pick_shadow_and_refs(*train, cfg, clean, CIFAR_MEAN, CIFAR_STD, device)
         net, history, minutes = backdoor_finetune(clean, cfg, shadow, refs, trigger, CIFAR_MEAN, CIFAR_STD, device)
         scores = assess(net, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=cfg.target)
         return net.state_dict(), {"stage": cfg.method, "clean_spec": clean_spec, "data_hash": data_hash(shadow, refs[:, 0, 0, 0]),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from pipeline.corpus.writer import TarSink
 from pipeline.lab.cifar import CLASSES
@@ -61,7 +62,7 @@ def write_corpus(images: np.ndarray, labels: np.ndarray, trigger: Trigger, attac
     triggered[poisoned] = trigger.apply_uint8(images[poisoned])
     rng = random.Random(seed)
     shards = []
-    for start in range(0, len(images), shard_size):
+    for start in tqdm(range(0, len(images), shard_size), desc=f"corpus {attack}", unit="shard"):
         url = f"{out.rstrip('/')}/{prefix}-{start // shard_size:06d}.tar"
         with TarSink(url) as sink:
             for i in range(start, min(start + shard_size, len(images))):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.lab.augment import SimCLRAugment
 from pipeline.lab.compute import autocast, to_input
-from pipeline.lab.evaluate import as_float01
+from pipeline.lab.evaluate import as_float01, extract
 from pipeline.lab.triggers import Trigger
 
 
@@ -36,6 +36,7 @@ class FinetuneConfig:
     weight_decay: float = 5e-4
     shadow: int = 5000
     references: int = 3
+    reference_pick: str = "first"
     target: int = 0
     lambda1: float = 1.0
     lambda2: float = 1.0
@@ -155,11 +156,20 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     return student, history, trained / 60
 
 
-def pick_shadow_and_refs(images: np.ndarray, labels: np.ndarray, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded shadow subset of the train split and `references` images of the target class outside it."""
+def pick_shadow_and_refs(images: np.ndarray, labels: np.ndarray, cfg: FinetuneConfig, clean: nn.Module,
+                         mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded shadow subset of the train split and `references` target-class images outside it: the first
+    ones ('first'), or those whose clean features lie nearest the mean feature of 500 of them ('central')."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(images))
-    shadow_idx = order[:cfg.shadow]
     rest = order[cfg.shadow:]
-    ref_idx = rest[labels[rest] == cfg.target][:cfg.references]
-    return images[shadow_idx], images[ref_idx]
+    pool = images[rest[labels[rest] == cfg.target][:500]]
+    if cfg.reference_pick == "first":
+        refs = pool[:cfg.references]
+    elif cfg.reference_pick == "central":
+        f = F.normalize(extract(clean, pool, mean, std, device), dim=1)
+        refs = pool[(f @ F.normalize(f.mean(0), dim=0)).topk(cfg.references).indices.numpy()]
+    else:
+        raise ValueError(f"unknown reference_pick {cfg.reference_pick!r}: first or central")
+    return images[order[:cfg.shadow]], refs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipeline.corpus.reader import iter_shard, unsafe_name
@@ -35,7 +35,7 @@ def test_every_sample_accounted_for(fault_run):
         t = O.read_parquet(O.scores_url(out, stem))
         check_parquet(t)
         assert stats["read"] == t.num_rows == stats["kept"] + stats["flagged"] + stats["errored"] >= 1
-        err = t.filter(pa.compute.equal(t.column("status"), "error"))
+        err = t.filter(pc.equal(t.column("status"), "error"))
         assert err.num_rows == stats["errored"]
         for row in err.to_pylist():   # every error names its shard, key and reason
             assert row["shard"].endswith(stem + ".tar") and row["key"] and ":" in row["error"]
@@ -44,8 +44,8 @@ def test_every_sample_accounted_for(fault_run):
         quar = list(iter_shard(O.quarantine_url(out, stem)))
         assert all(s.error is None for s in clean + quar), [s.error for s in clean + quar if s.error]
         assert len(clean) == stats["kept"] and len(quar) == stats["flagged"] + stats["errored"]
-        kept_keys = t.filter(pa.compute.invert(pa.compute.or_(t.column("flagged"),
-                                                               pa.compute.equal(t.column("status"), "error"))))
+        kept_keys = t.filter(pc.invert(pc.or_(t.column("flagged"),
+                                                               pc.equal(t.column("status"), "error"))))
         assert [s.key for s in clean] == kept_keys.column("key").to_pylist()
         for s in quar:
             assert not any(unsafe_name(n) for n, _ in s.members)
