@@ -15,8 +15,6 @@ def test_every_torch_load_is_weights_only():
     assert not offenders, offenders
 
 
-def test_no_pickle_and_no_pipe_urls_in_library():
+def test_no_pickle_in_library():
     for p in (ROOT / "pipeline").rglob("*.py"):
-        text = p.read_text()
-        assert not re.search(r"^\s*import pickle|pickle\.loads?\(", text, re.M), p
-        assert "pipe:" not in text or "refus" in text, p
+        assert not re.search(r"^\s*import pickle|pickle\.loads?\(", p.read_text(), re.M), p
