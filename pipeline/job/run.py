@@ -268,10 +268,6 @@ def write_run_json(out: str, *, config: dict, dec_cfg: dict, decoder_dir: str, p
 def run_job(cfg: JobConfig, log=print) -> dict:
     """Run (or resume) a scoring job; returns run.json's content."""
     urls, stems, dec_cfg = plan(cfg)
-    spec = str(dec_cfg.get("encoder", {}).get("spec") or "")
-    if spec.split(":", 1)[0] in ("resnet", "openclip") and "@" not in spec:
-        log(f"score_corpus: warning: encoder {spec} has no checkpoint, so every actor builds its own random "
-            "weights and scores differ between actors and runs; train the decoder against a checkpoint")
     if cfg.overwrite:
         _remove_outputs(cfg.out)
     _remove_stale_temp_files(cfg.out)

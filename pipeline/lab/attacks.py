@@ -1,7 +1,8 @@
 """Stage 3: the five attacks. Each returns a cached Entry whose card holds config, data hash, CA, ASR, minutes.
 
 ASR is the share of triggered test images of other classes that a linear probe on clean features
-(CLIP: zero-shot) assigns to the target; CA is measured the same way on clean test images.
+(L2-normalised, as BadEncoder's downstream classifiers; CLIP: zero-shot) assigns to the target; CA is
+measured the same way on clean test images. Cards also carry the raw-feature probe and kNN numbers.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: t
         scores = assess(net, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=cfg.target)
         return net.state_dict(), {"stage": cfg.method, "clean_spec": clean_spec, "data_hash": data_hash(shadow, refs[:, 0, 0, 0]),
                                   "train_minutes": round(minutes, 2), **scores, "history": history,
-                                  **_verdict(scores["probe_ca"], scores["probe_asr"], card.get("probe_ca"))}
+                                  **_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], card.get("probe_l2_ca"))}
 
     return cached(cfg.method, SIMCLR_ENCODER, config, run)
 
@@ -74,10 +75,10 @@ def ctrl(trigger: Trigger, ratio: float, target: int, cfg: SimCLRConfig, device:
         images[idx] = trigger.apply_uint8(images[idx])
         net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl")
         scores = assess(net.backbone, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=target)
-        clean_ca = clean_card(clean_spec).get("probe_ca") if clean_spec else None
+        clean_ca = clean_card(clean_spec).get("probe_l2_ca") if clean_spec else None
         return net.state_dict(), {"stage": "ctrl", "data_hash": data_hash(images, train[1]), "poisoned": int(len(idx)),
                                   "train_minutes": round(minutes, 2), **scores, "curve": curve,
-                                  **_verdict(scores["probe_ca"], scores["probe_asr"], clean_ca)}
+                                  **_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], clean_ca)}
 
     return cached("ctrl", SIMCLR_ENCODER, config, run)
 
@@ -154,3 +155,25 @@ def trigger_for(attack: str, path: str | None) -> Trigger:
     if attack not in DEFAULT_TRIGGERS:
         raise ValueError(f"{attack} has no default trigger: pass --trigger FILE")
     return DEFAULT_TRIGGERS[attack]()
+
+
+def reassess(card_path: Path, device: torch.device, clean_spec: str | None = None) -> dict[str, Any]:
+    """Re-run the SimCLR evaluation of a cached clean or attacked encoder (with its trigger.npz) and
+    update its card in place; `clean_spec` sets the clean encoder to compare with."""
+    card = json.loads(card_path.read_text())
+    trig_path = card_path.parent / "trigger.npz"
+    trigger = load_trigger(trig_path) if trig_path.exists() else None
+    target = card["config"].get("target", 0)
+    net = create_encoder(card["spec"], device="cpu").backbone
+    scores = assess(net, CIFAR_MEAN, CIFAR_STD, device, load_split("train"), load_split("test"),
+                    trigger=trigger.apply if trigger else None, target=target)
+    card.update(scores)
+    if trigger is None:
+        card["ca"] = scores["knn_ca"]
+    else:
+        spec = clean_spec or card.get("clean_spec")
+        clean_ca = clean_card(spec).get("probe_l2_ca") if spec else None
+        card.update(_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], clean_ca))
+    card["reassessed"] = True
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+    return card

@@ -53,12 +53,17 @@ def knn_predict(bank: torch.Tensor, bank_y: torch.Tensor, query: torch.Tensor, c
 
 
 class LinearProbe:
-    """Multinomial logistic regression on standardised frozen features (full-batch L-BFGS)."""
+    """Multinomial logistic regression on standardised frozen features (full-batch L-BFGS); with
+    `l2=True` features are L2-normalised first, as BadEncoder's downstream classifiers do."""
 
-    def __init__(self, classes: int = 10, weight_decay: float = 1e-4, steps: int = 200):
-        self.classes, self.weight_decay, self.steps = classes, weight_decay, steps
+    def __init__(self, classes: int = 10, weight_decay: float = 1e-4, steps: int = 200, l2: bool = False):
+        self.classes, self.weight_decay, self.steps, self.l2 = classes, weight_decay, steps, l2
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) if self.l2 else x
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "LinearProbe":
+        x = self._prep(x)
         self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
         z = (x - self.mu) / self.sd
         self.layer = nn.Linear(z.shape[1], self.classes)
@@ -76,7 +81,7 @@ class LinearProbe:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer((x - self.mu) / self.sd).argmax(1)
+        return self.layer((self._prep(x) - self.mu) / self.sd).argmax(1)
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -94,18 +99,20 @@ def assess(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], devi
            train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
            trigger: Transform | None = None, target: int = 0, knn_k: int = 200,
            knn_temperature: float = 0.5) -> dict[str, float]:
-    """Clean accuracy by kNN and by a linear probe on clean train features; with a trigger, the probe's
-    ASR on triggered test images of the other classes (and the kNN ASR)."""
+    """Clean accuracy by kNN and by linear probes on clean train features (raw, and L2-normalised as in
+    BadEncoder's downstream classifiers); with a trigger, each one's ASR on triggered test images of the
+    other classes."""
     ytr, yte = torch.as_tensor(train[1]), torch.as_tensor(test[1])
     ftr = extract(net, train[0], mean, std, device)
     fte = extract(net, test[0], mean, std, device)
-    probe = LinearProbe().fit(ftr, ytr)
+    probe, probe_l2 = LinearProbe().fit(ftr, ytr), LinearProbe(l2=True).fit(ftr, ytr)
     out = {"knn_ca": accuracy(knn_predict(ftr, ytr, fte, k=knn_k, temperature=knn_temperature), yte),
-           "probe_ca": accuracy(probe.predict(fte), yte)}
+           "probe_ca": accuracy(probe.predict(fte), yte), "probe_l2_ca": accuracy(probe_l2.predict(fte), yte)}
     if trigger is not None:
         keep = test[1] != target
         fbd = extract(net, test[0][keep], mean, std, device, transform=trigger)
         out["probe_asr"] = attack_success(probe.predict(fbd), yte[keep], target)
+        out["probe_l2_asr"] = attack_success(probe_l2.predict(fbd), yte[keep], target)
         out["knn_asr"] = attack_success(knn_predict(ftr, ytr, fbd, k=knn_k, temperature=knn_temperature),
                                         yte[keep], target)
     return {k: round(v, 4) for k, v in out.items()}
