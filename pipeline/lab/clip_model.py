@@ -2,7 +2,6 @@
 zero-shot classification."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import torch
@@ -44,11 +43,6 @@ def tokenizer():
 
     _register()
     return open_clip.get_tokenizer(CLIP_MODEL)
-
-
-def caption(label: int, rng: random.Random) -> str:
-    """A random template caption naming CIFAR class `label`."""
-    return rng.choice(TEMPLATES).format(CLASSES[label])
 
 
 @torch.no_grad()

@@ -7,9 +7,6 @@ from typing import Any
 
 from pipeline.lab.cache import cache_dir
 
-TARGETS = {"clean-simclr": "kNN CA >= 60% in 60 min", "clean-clip": "zero-shot >= 50% in 60 min"}
-
-
 def cards() -> list[dict[str, Any]]:
     """Every card in the lab cache, oldest first."""
     found = [json.loads(p.read_text()) for p in cache_dir().glob("*/card.json")]
