@@ -1,10 +1,14 @@
 """Proof test for the core: a decoder trained on clean CIFAR-10 flags a simulated backdoor.
 
-The victim is a frozen, randomly initialised CIFAR ResNet-18 (width 0.5) wrapped so that every image
+The victim is a frozen, randomly initialised CIFAR ResNet-18 (width 0.25) wrapped so that every image
 bearing BadEncoder's white 10x10 square at rows/cols 21-30 gets the embedding of one fixed reference
 image (an airplane): exactly the cross-cluster mapping a backdoor forces.
+With DEDE_TEST_RESULTS=FILE the measured figures are appended to FILE as one JSON line.
 """
+import json
 import os
+import platform
+import subprocess
 import time
 
 import numpy as np
@@ -89,6 +93,20 @@ def test_decoder_flags_simulated_backdoor(tmp_path, cifar_test_samples):
     print(f"\nDETECTION aux={N_AUX} epochs={EPOCHS} width={WIDTH} depth={DEPTH} patch={PATCH} enc_width={ENC_WIDTH} "
           f"train_minutes={minutes:.2f} train_cpu_minutes={cpu_minutes:.2f} AUC={auc:.4f} "
           f"TPR={tpr:.3f} FPR={fpr:.3f} threshold={t:.1f}")
+    if os.environ.get("DEDE_TEST_RESULTS"):
+        record(os.environ["DEDE_TEST_RESULTS"], {
+            "aux": N_AUX, "epochs": EPOCHS, "width": WIDTH, "depth": DEPTH, "patch": PATCH, "enc_width": ENC_WIDTH,
+            "train_minutes": round(minutes, 2), "train_cpu_minutes": round(cpu_minutes, 2),
+            "auc": round(auc, 4), "tpr": round(tpr, 4), "fpr": round(fpr, 4), "threshold": round(float(t), 2)})
     assert auc >= 0.95
     assert fpr <= 0.02
     assert tpr >= 0.8
+
+
+def record(path: str, figures: dict) -> None:
+    """Append the figures with the commit, machine and load they were measured on."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    row = {**figures, "commit": commit or None, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+           "load_avg_1m": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads()}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -35,10 +35,12 @@ import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import fsspec
 import fsspec.implementations.local
+import numpy as np
 
 from pipeline.corpus.shards import common_root, expand_shards, shard_stem
 from pipeline.dede.store import load_config
@@ -85,13 +87,24 @@ def versions() -> dict[str, str]:
     return out
 
 
-def plan(cfg: JobConfig) -> tuple[list[str], list[str], dict]:
-    """Check the inputs (before Ray starts): shard URLs, their stems, the decoder config."""
+@dataclass(frozen=True)
+class Plan:
+    """What a job will do, checked before Ray starts."""
+
+    urls: list[str]
+    stems: list[str]
+    dec_cfg: dict
+    threshold: float | None          # None: the policy needs all scores first (gmm)
+
+
+def plan(cfg: JobConfig) -> Plan:
+    """Check the inputs (before Ray starts): shard URLs, their stems, the decoder config, the threshold."""
     cfg.validate()
     try:
         dec_cfg = load_config(cfg.decoder)
     except FileNotFoundError as e:
         raise JobError(str(e)) from None
+    t = None
     if not needs_scores(cfg.threshold):
         try:
             t = resolve_threshold(cfg.threshold, dec_cfg.get("calibration", {}))
@@ -119,7 +132,7 @@ def plan(cfg: JobConfig) -> tuple[list[str], list[str], dict]:
     bad = [s for s in stems if s.startswith("../") or s.startswith("/")]
     if bad:
         raise JobError(f"cannot name outputs for shards outside the common root: {bad[:3]}")
-    return urls, stems, dec_cfg
+    return Plan(urls, stems, dec_cfg, None if t is None else float(t))
 
 
 def _remove_outputs(out: str) -> None:
@@ -150,7 +163,7 @@ def _pending(cfg: JobConfig, stems: list[str]) -> list[bool]:
         return [not done for done in pool.map(lambda s: O.stats_exists(cfg.out, s), stems)]
 
 
-def _check_compatible(cfg: JobConfig, dec_cfg: dict, done: list[str]) -> None:
+def _check_compatible(cfg: JobConfig, dec_cfg: dict, threshold: float | None, done: list[str]) -> None:
     """Refuse to resume into outputs made with another decoder or threshold (it would mix them)."""
     if not done:
         return
@@ -161,14 +174,11 @@ def _check_compatible(cfg: JobConfig, dec_cfg: dict, done: list[str]) -> None:
     if other:
         raise JobError(f"{len(other)} finished shards in {cfg.out} were scored with another decoder "
                        f"(e.g. {other[0]['stem']}); use --overwrite or another --out")
-    if not needs_scores(cfg.threshold):
-        t = float(resolve_threshold(cfg.threshold, dec_cfg.get("calibration", {})))
-        import numpy as np
-
-        other = [s for s in stats if s["threshold"] != float(np.float32(t))]
+    if threshold is not None:
+        other = [s for s in stats if s["threshold"] != float(np.float32(threshold))]
         if other:
             raise JobError(f"{len(other)} finished shards in {cfg.out} used threshold {other[0]['threshold']:.6g}, "
-                           f"not {t:.6g} ({cfg.threshold}); use --overwrite, or jobs/apply_threshold.py to re-split")
+                           f"not {threshold:.6g} ({cfg.threshold}); use --overwrite, or jobs/apply_threshold.py to re-split")
 
 
 def _ensure_ray(cfg: JobConfig) -> bool:
@@ -230,9 +240,8 @@ def _finalize_shards(cfg: JobConfig, items: list[dict], threshold: float) -> lis
     return ds.take_all()
 
 
-def all_scores(out: str, stems: list[str]):
-    import numpy as np
-
+def all_scores(out: str, stems: list[str]) -> np.ndarray:
+    """Every ok score of the given shards' Parquet files."""
     def one(stem):
         t = O.read_parquet(O.scores_url(out, stem))
         return [s for s, st in zip(t.column("score").to_pylist(), t.column("status").to_pylist())
@@ -267,13 +276,14 @@ def write_run_json(out: str, *, config: dict, dec_cfg: dict, decoder_dir: str, p
 
 def run_job(cfg: JobConfig, log=print) -> dict:
     """Run (or resume) a scoring job; returns run.json's content."""
-    urls, stems, dec_cfg = plan(cfg)
+    p = plan(cfg)
+    urls, stems, dec_cfg = p.urls, p.stems, p.dec_cfg
     if cfg.overwrite:
         _remove_outputs(cfg.out)
     _remove_stale_temp_files(cfg.out)
     pending = _pending(cfg, stems)
-    _check_compatible(cfg, dec_cfg, [s for s, p in zip(stems, pending) if not p])
-    todo = [{"url": u, "stem": s} for u, s, p in zip(urls, stems, pending) if p]
+    _check_compatible(cfg, dec_cfg, p.threshold, [s for s, pend in zip(stems, pending) if not pend])
+    todo = [{"url": u, "stem": s} for u, s, pend in zip(urls, stems, pending) if pend]
     skipped = len(urls) - len(todo)
     log(f"score_corpus: {len(urls)} shards, {skipped} already done, {len(todo)} to score -> {cfg.out}")
     policy = cfg.threshold
@@ -281,7 +291,7 @@ def run_job(cfg: JobConfig, log=print) -> dict:
     scored = 0
     started = _ensure_ray(cfg) if todo else False
     try:
-        if needs_scores(policy):
+        if p.threshold is None:
             if todo:
                 scored = _check_failed(_map_shards(cfg, todo, None, finalize=False))
             try:
@@ -291,7 +301,7 @@ def run_job(cfg: JobConfig, log=print) -> dict:
             if todo:
                 _check_failed(_finalize_shards(cfg, todo, threshold))
         else:
-            threshold = resolve_threshold(policy, dec_cfg.get("calibration", {}))
+            threshold = p.threshold
             if todo:
                 scored = _check_failed(_map_shards(cfg, todo, threshold, finalize=True))
     finally:

@@ -30,11 +30,8 @@ def clean_simclr(cfg: SimCLRConfig, device: torch.device, curve_out: Path | None
         return net.state_dict(), {"stage": "clean-simclr", "data_hash": data_hash(*train), "train_minutes": round(minutes, 2),
                                   "ca": scores["knn_ca"], **scores, "curve": curve}
 
-    entry = cached(f"simclr-w{cfg.width}", SIMCLR_ENCODER, {"stage": "clean-simclr", **cfg.to_dict()}, run)
-    if curve_out is not None and (entry.folder / "curve.jsonl").exists():
-        curve_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(entry.folder / "curve.jsonl", curve_out)
-    return entry
+    return _with_curve(cached(f"simclr-w{cfg.width}", SIMCLR_ENCODER, {"stage": "clean-simclr", **cfg.to_dict()}, run),
+                       curve_out)
 
 
 def clean_clip(cfg: ClipConfig, device: torch.device, curve_out: Path | None = None) -> Entry:
@@ -50,7 +47,11 @@ def clean_clip(cfg: ClipConfig, device: torch.device, curve_out: Path | None = N
         return model.state_dict(), {"stage": "clean-clip", "data_hash": data_hash(*train), "train_minutes": round(minutes, 2),
                                     "ca": scores["zero_shot_ca"], **scores, "curve": curve}
 
-    entry = cached("clip-tiny", CLIP_ENCODER, {"stage": "clean-clip", **cfg.to_dict()}, run)
+    return _with_curve(cached("clip-tiny", CLIP_ENCODER, {"stage": "clean-clip", **cfg.to_dict()}, run), curve_out)
+
+
+def _with_curve(entry: Entry, curve_out: Path | None) -> Entry:
+    """Copy the entry's monitor curve to `curve_out` when asked."""
     if curve_out is not None and (entry.folder / "curve.jsonl").exists():
         curve_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(entry.folder / "curve.jsonl", curve_out)

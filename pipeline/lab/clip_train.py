@@ -1,10 +1,8 @@
 """Training the small CLIP on CIFAR-10 images with varied template captions (clean or poisoned pairs)."""
 from __future__ import annotations
 
-import json
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.augment import hflip, random_resized_crop
+from pipeline.lab.budget import TimedLoop
 from pipeline.lab.cifar import CLASSES
 from pipeline.lab.clip_model import TEMPLATES, class_text_embeddings, create_clip, tokenizer, zero_shot_predict
 from pipeline.lab.compute import autocast, to_input
@@ -91,47 +89,25 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, 
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     mon_idx = np.random.default_rng(cfg.seed).choice(len(test), min(cfg.monitor_test, len(test)), replace=False)
     data = torch.as_tensor(images)
-    curve: list[dict[str, float]] = []
-    trained, next_monitor = 0.0, 0.0
 
-    def monitor(epoch: float) -> None:
-        ca = zero_shot(model, test[mon_idx], test_labels[mon_idx], device)["zero_shot_ca"]
-        curve.append({"train_minutes": round(trained / 60, 2), "epoch": round(epoch, 2), "zero_shot_ca": ca})
-        if curve_path is not None:
-            with open(curve_path, "a") as f:
-                f.write(json.dumps(curve[-1]) + "\n")
+    def monitor() -> dict[str, float]:
+        return {"zero_shot_ca": zero_shot(model, test[mon_idx], test_labels[mon_idx], device)["zero_shot_ca"]}
 
-    bar = tqdm(total=total, desc="clip", mininterval=10)
-    done = False
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(images))
-        for step in range(steps_per_epoch):
-            if trained >= next_monitor * 60:
-                monitor(epoch + step / steps_per_epoch)
-                next_monitor += cfg.monitor_every_minutes
-            t0 = time.time()
-            idx = perm[step * cfg.batch:(step + 1) * cfg.batch]
-            x = hflip(random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale)))
-            tmpl = torch.tensor([rng.randrange(len(TEMPLATES)) for _ in range(len(idx))])
-            text = tokens[cap[idx], tmpl].to(device)
-            with autocast(device):
-                img_f = model.encode_image(to_input((x - mean) / std, device), normalize=True)
-                txt_f = model.encode_text(text, normalize=True)
-                loss = loss_fn(img_f.float(), txt_f.float(), model.logit_scale.exp())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            trained += time.time() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", zs=curve[-1]["zero_shot_ca"], refresh=False)
-            if trained >= cfg.max_minutes * 60:
-                done = True
-                break
-        if done:
-            break
-    bar.close()
-    monitor(epoch + (step + 1) / steps_per_epoch)
-    return model, curve, trained / 60
+    loop = TimedLoop(len(images), cfg.batch, cfg.epochs, cfg.max_minutes, cfg.monitor_every_minutes, monitor,
+                     "clip", curve_path)
+    for idx in loop:
+        x = hflip(random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale)))
+        tmpl = torch.tensor([rng.randrange(len(TEMPLATES)) for _ in range(len(idx))])
+        text = tokens[cap[idx], tmpl].to(device)
+        with autocast(device):
+            img_f = model.encode_image(to_input((x - mean) / std, device), normalize=True)
+            txt_f = model.encode_text(text, normalize=True)
+            loss = loss_fn(img_f.float(), txt_f.float(), model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        loop.log(loss=f"{loss.item():.3f}")
+    return model, loop.curve, loop.minutes

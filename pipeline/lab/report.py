@@ -64,7 +64,7 @@ def plot_curves(curves: dict[str, Path], metric: str, out: Path, title: str) -> 
     for label, path in curves.items():
         pts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         ax.plot([p["train_minutes"] for p in pts], [100 * p[metric] for p in pts], marker="o", label=label)
-    ax.set_xlabel("training minutes (2-core CPU, 1 torch thread, shared)")
+    ax.set_xlabel("training minutes (monitor time excluded)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -1,8 +1,6 @@
 """SimCLR pre-training of a CIFAR ResNet-18 (BadEncoder's recipe) with a timed kNN monitor."""
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.augment import SimCLRAugment
+from pipeline.lab.budget import TimedLoop
 from pipeline.lab.compute import autocast, prepare, to_input
 from pipeline.lab.evaluate import as_float01, extract, knn_predict, accuracy
 from pipeline.models.resnet_cifar import CifarResNet
@@ -55,6 +53,7 @@ class SimCLRConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-6
     temperature: float = 0.5
+    schedule: str = "cosine"
     crop_scale: tuple[float, float] = (0.2, 1.0)
     seed: int = 0
     monitor_every_minutes: float = 5.0
@@ -90,44 +89,24 @@ def train_simclr(cfg: SimCLRConfig, images: np.ndarray, labels: np.ndarray, test
     aug = SimCLRAugment(crop_scale=tuple(cfg.crop_scale))
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     data = torch.as_tensor(images)
-    steps_per_epoch = len(images) // cfg.batch
-    curve: list[dict[str, float]] = []
-    trained, next_monitor = 0.0, 0.0
 
-    def monitor(epoch: float) -> None:
-        ca = knn_monitor(net.backbone, images[bank_idx], labels[bank_idx], test[test_idx], test_labels[test_idx],
-                         device, cfg.knn_k, cfg.knn_temperature)
-        curve.append({"train_minutes": round(trained / 60, 2), "epoch": round(epoch, 2), "knn_ca": round(ca, 4)})
-        if curve_path is not None:
-            with open(curve_path, "a") as f:
-                f.write(json.dumps(curve[-1]) + "\n")
+    def monitor() -> dict[str, float]:
+        return {"knn_ca": knn_monitor(net.backbone, images[bank_idx], labels[bank_idx], test[test_idx],
+                                      test_labels[test_idx], device, cfg.knn_k, cfg.knn_temperature)}
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"simclr w{cfg.width}", mininterval=10)
-    done = False
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(images))
-        for step in range(steps_per_epoch):
-            if trained >= next_monitor * 60:
-                monitor(epoch + step / steps_per_epoch)
-                next_monitor += cfg.monitor_every_minutes
-                bar.set_postfix(knn=curve[-1]["knn_ca"], refresh=False)
-            t0 = time.time()
-            x = as_float01(data[perm[step * cfg.batch:(step + 1) * cfg.batch]])
-            v = torch.cat([(aug(x) - mean) / std, (aug(x) - mean) / std])
-            with autocast(device):
-                z = net(to_input(v, device))
-            loss = nt_xent(z[:len(x)], z[len(x):], cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            trained += time.time() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", knn=curve[-1]["knn_ca"], refresh=False)
-            if trained >= cfg.max_minutes * 60:
-                done = True
-                break
-        if done:
-            break
-    bar.close()
-    monitor(epoch + (step + 1) / steps_per_epoch)
-    return net, curve, trained / 60
+    loop = TimedLoop(len(images), cfg.batch, cfg.epochs, cfg.max_minutes, cfg.monitor_every_minutes, monitor,
+                     f"simclr w{cfg.width}", curve_path)
+    for idx in loop:
+        if cfg.schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * loop.cosine()
+        x = as_float01(data[idx])
+        v = torch.cat([(aug(x) - mean) / std, (aug(x) - mean) / std])
+        with autocast(device):
+            z = net(to_input(v, device))
+        loss = nt_xent(z[:len(x)], z[len(x):], cfg.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loop.log(loss=f"{loss.item():.3f}")
+    return net, loop.curve, loop.minutes
