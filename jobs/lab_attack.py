@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--references", type=int, default=FinetuneConfig.references, help="BadEncoder/DRUPE reference images")
     ap.add_argument("--reference-pick", choices=["first", "central"], default=FinetuneConfig.reference_pick,
                     help="BadEncoder/DRUPE: first target images, or those nearest the target class's mean clean feature")
+    ap.add_argument("--drupe-separation", choices=["absolute", "clean"], default=FinetuneConfig.drupe_separation,
+                    help="DRUPE: separation thresholds 0.4/0.5 (DRUPE's), or from the references' clean cosine")
     ap.add_argument("--ratio", type=float, default=0.01, help="CTRL: poisoned share of the train split")
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
@@ -53,6 +55,7 @@ def main() -> None:
     if a.attack in ("badencoder", "drupe"):
         given.pop("max_minutes", None)
         cfg = FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
+                             drupe_separation=a.drupe_separation,
                              target=a.target, seed=a.seed, **given)
         entry = attacks.badencoder(a.clean, attacks.trigger_for(a.attack, a.trigger), cfg, device)
     elif a.attack == "ctrl":

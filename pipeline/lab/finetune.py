@@ -3,7 +3,9 @@
 Losses on L2-normalised features (f' trained, f frozen clean, BatchNorm frozen):
 L0 = -cos(f'(x + t), f'(ref)) (and f'(aug(ref))), L1 = -cos(f'(aug(ref)), f(ref)), L2 = -cos(f'(x), f(x)).
 DRUPE pulls each triggered sample to its most similar reference and adds a sliced-Wasserstein term
-between triggered and clean embeddings plus concentration terms, on DRUPE's epoch schedule.
+between triggered and clean embeddings plus concentration terms, on DRUPE's epoch schedule. Its
+reference-separation term engages above mean reference cosines 0.4 / 0.5 ('absolute', as DRUPE), or
+above the references' own clean cosine c / c + 0.1 ('clean', for encoders whose features are concentrated).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class FinetuneConfig:
     drupe_adapt_after: int = 20
     drupe_cost_sw: float = 1e-3
     drupe_cost_conc: float = 0.1
+    drupe_separation: str = "absolute"
     sw_projections: int = 64
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +97,7 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     ref01 = as_float01(refs)
     with torch.no_grad():
         ref_clean = F.normalize(clean(norm(ref01)).float(), dim=1)
+    sep_low, sep_high = separation_thresholds(cfg.drupe_separation, ref_clean)
     data = torch.as_tensor(shadow)
     steps = len(shadow) // cfg.batch
     cost_sw, cost_conc = cfg.drupe_cost_sw, cfg.drupe_cost_conc
@@ -127,10 +131,10 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
                 std_refs = sim_ref.mean(0).std() if r > 1 else torch.zeros(())
                 sim_b2b = mean_offdiag(fb @ fb.T)
                 l3 = mean_offdiag(fr @ fr.T) if r > 1 else torch.zeros(())
-                sep = (l3 if l3 > 0.5 else 0) + (0.2 * l3 if l3 > 0.4 else 0)
+                sep = (l3 if l3 > sep_high else 0) + (0.2 * l3 if l3 > sep_low else 0)
                 sw = sliced_wasserstein(raw_b, raw_x, cfg.sw_projections) / (raw_x.std(0).mean() + 1e-8)
                 if epoch < cfg.drupe_warmup_epochs:
-                    loss = l1 + l2 + 0.5 * l3
+                    loss = l1 + l2 + (0.5 * l3 if cfg.drupe_separation == "absolute" else sep)
                 elif epoch < cfg.drupe_full_from:
                     loss = l0 + l1 + l2 + 2 * std_refs + sep
                 else:
@@ -154,6 +158,16 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     bar.close()
     student.eval()
     return student, history, trained / 60
+
+
+def separation_thresholds(mode: str, ref_clean: torch.Tensor) -> tuple[float, float]:
+    """Mean reference cosines above which DRUPE's separation term adds 0.2 x L3 and 1 x L3."""
+    if mode == "absolute":
+        return 0.4, 0.5
+    if mode == "clean":
+        c = float(mean_offdiag(ref_clean @ ref_clean.T)) if len(ref_clean) > 1 else 1.0
+        return c, c + 0.1
+    raise ValueError(f"unknown drupe_separation {mode!r}: absolute or clean")
 
 
 def pick_shadow_and_refs(images: np.ndarray, labels: np.ndarray, cfg: FinetuneConfig, clean: nn.Module,

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
-from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, sliced_wasserstein
+from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, separation_thresholds, sliced_wasserstein
 from pipeline.lab.triggers import square_trigger
 from pipeline.models.resnet_cifar import CifarResNet
 
@@ -43,3 +44,12 @@ def test_sliced_wasserstein_is_zero_for_equal_clouds_and_grows_with_shift():
     a = torch.randn(64, 8)
     assert float(sliced_wasserstein(a, a, 32)) < 1e-6
     assert float(sliced_wasserstein(a, a + 3, 32)) > float(sliced_wasserstein(a, a + 1, 32)) > 0.1
+
+
+def test_drupe_separation_thresholds_absolute_or_from_the_clean_references():
+    refs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]]), dim=1)
+    assert separation_thresholds("absolute", refs) == (0.4, 0.5)
+    low, high = separation_thresholds("clean", refs)
+    assert low == pytest.approx((0.8 + 0.6 + 0.96) / 3) and high == pytest.approx(low + 0.1)
+    with pytest.raises(ValueError, match="absolute or clean"):
+        separation_thresholds("relative", refs)
