@@ -116,13 +116,18 @@ def plan(cfg: JobConfig) -> Plan:
         urls = expand_shards(cfg.inputs)
     except (FileNotFoundError, ValueError) as e:
         raise JobError(str(e)) from None
+
     def where(url: str) -> tuple[str, str]:
         fs, path = fsspec.core.url_to_fs(url)
         return type(fs).__name__, path.rstrip("/") + "/"
 
     out_fs, out_path = where(cfg.out)
-    inside = [u for u in urls if where(u)[0] == out_fs and where(u)[1].startswith(out_path)]
-    urls = [u for u in urls if u not in inside]          # never read our own outputs as inputs
+
+    def outside_out(url: str) -> bool:
+        fs, path = where(url)
+        return fs != out_fs or not path.startswith(out_path)
+
+    urls = [u for u in urls if outside_out(u)]          # never read our own outputs as inputs
     if not urls:
         raise JobError(f"no input shards outside --out {cfg.out}")
     if cfg.max_shards:

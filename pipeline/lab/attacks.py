@@ -43,6 +43,11 @@ def _verdict(ca: float, asr: float, clean_ca: float | None) -> dict[str, Any]:
     return out
 
 
+def _probe_verdict(scores: dict[str, float], clean: dict[str, Any] | None) -> dict[str, Any]:
+    """The verdict of a SimCLR-family encoder: its L2-probe CA and ASR against the clean encoder's L2-probe CA."""
+    return _verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], clean.get("probe_l2_ca") if clean else None)
+
+
 def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: torch.device) -> Entry:
     """BadEncoder (cfg.method 'badencoder') or DRUPE ('drupe') on a clean SimCLR encoder."""
     train, test = load_split("train"), load_split("test")
@@ -57,7 +62,7 @@ def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: t
         scores = assess(net, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=cfg.target)
         return net.state_dict(), {"stage": cfg.method, "clean_spec": clean_spec, "data_hash": data_hash(shadow, refs[:, 0, 0, 0]),
                                   "train_minutes": round(minutes, 2), **scores, "history": history,
-                                  **_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], card.get("probe_l2_ca"))}
+                                  **_probe_verdict(scores, card)}
 
     return cached(cfg.method, SIMCLR_ENCODER, config, run)
 
@@ -75,10 +80,9 @@ def ctrl(trigger: Trigger, ratio: float, target: int, cfg: SimCLRConfig, device:
         images[idx] = trigger.apply_uint8(images[idx])
         net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl")
         scores = assess(net.backbone, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=target)
-        clean_ca = clean_card(clean_spec).get("probe_l2_ca") if clean_spec else None
         return net.state_dict(), {"stage": "ctrl", "data_hash": data_hash(images, train[1]), "poisoned": int(len(idx)),
                                   "train_minutes": round(minutes, 2), **scores, "curve": curve,
-                                  **_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], clean_ca)}
+                                  **_probe_verdict(scores, clean_card(clean_spec) if clean_spec else None)}
 
     return cached("ctrl", SIMCLR_ENCODER, config, run)
 
@@ -172,8 +176,7 @@ def reassess(card_path: Path, device: torch.device, clean_spec: str | None = Non
         card["ca"] = scores["knn_ca"]
     else:
         spec = clean_spec or card.get("clean_spec")
-        clean_ca = clean_card(spec).get("probe_l2_ca") if spec else None
-        card.update(_verdict(scores["probe_l2_ca"], scores["probe_l2_asr"], clean_ca))
+        card.update(_probe_verdict(scores, clean_card(spec) if spec else None))
     card["reassessed"] = True
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
     return card

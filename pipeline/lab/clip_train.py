@@ -79,10 +79,6 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, 
                 p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(images) // cfg.batch
-    total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     loss_fn = ClipLoss()
     tokens = caption_tokens()
     cap = torch.as_tensor(caption_labels)
@@ -95,6 +91,9 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, 
 
     loop = TimedLoop(len(images), cfg.batch, cfg.epochs, cfg.max_minutes, cfg.monitor_every_minutes, monitor,
                      "clip", curve_path)
+    total = loop.total_steps         # warm-up, then cosine over the epochs (by step, not by time)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     for idx in loop:
         x = hflip(random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale)))
         tmpl = torch.tensor([rng.randrange(len(TEMPLATES)) for _ in range(len(idx))])
