@@ -1,0 +1,84 @@
+"""The one convention of every CLI in jobs/ and bench/: `main(argv) -> int`, one-line errors.
+
+Exit codes: 0 done, 1 failed work (`WorkFailed`, any unexpected exception), 2 bad input (argparse
+errors, `BadInput`, `ValueError`, missing files), 130 interrupted. A traceback is printed only with
+`--debug`, which every parser made here accepts.
+
+    def build_parser() -> argparse.ArgumentParser:
+        ap = cli.parser(__doc__)
+        ap.add_argument(...)
+        return ap
+
+    def run(a: argparse.Namespace) -> int | None: ...
+
+    def main(argv: list[str] | None = None) -> int:
+        return cli.main(build_parser(), run, argv)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Callable, NoReturn, Sequence
+
+from pipeline.errors import BadInput, WorkFailed
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    BadInput, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `prog: error: MESSAGE (see --help)` and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{os.path.splitext(self.prog)[0]}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def parser(doc: str | None, prog: str | None = None) -> Parser:
+    """A parser whose description is the script's docstring, with `--debug` (tracebacks) added."""
+    ap = Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="print the full traceback on an error")
+    return ap
+
+
+def one_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__
+
+
+def fail(prog: str, e: BaseException, code: int, debug: bool) -> int:
+    """Print `e` as one line (or its traceback with --debug) and return the exit code."""
+    if debug:
+        traceback.print_exception(e)
+    elif code == EXIT_FAILED and not isinstance(e, WorkFailed):
+        print(f"{prog}: failed: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+    else:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+    return code
+
+
+def main(ap: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+         argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, call `run(args)`, and map what it raises to an exit code with one line on stderr."""
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as e:             # --help (0) or a usage error already printed (2)
+        return int(e.code or 0)
+    prog = os.path.splitext(ap.prog)[0]
+    debug = bool(getattr(a, "debug", False))
+    try:
+        return int(run(a) or EXIT_OK)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BAD_INPUT_ERRORS as e:
+        return fail(prog, e, EXIT_BAD_INPUT, debug)
+    except Exception as e:  # noqa: BLE001 - any other failure is one line, not a traceback
+        return fail(prog, e, EXIT_FAILED, debug)
