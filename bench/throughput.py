@@ -21,8 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import cli  # noqa: E402
+
 
 def prepare(work: Path, encoder_name: str, n_shards_size: int) -> tuple[list[str], str]:
+    """The CIFAR-10 test shards and a trained decoder under `work` (made once): (shard URLs, decoder folder)."""
     import torch
 
     from pipeline.checkpoints import save_safetensors
@@ -49,6 +52,7 @@ def prepare(work: Path, encoder_name: str, n_shards_size: int) -> tuple[list[str
 
 
 def plain_loop(urls: list[str], decoder: str, batch_size: int) -> tuple[int, float]:
+    """Score the shards in one process with webdataset: (samples scored, seconds)."""
     import numpy as np
     import webdataset as wds
 
@@ -77,20 +81,23 @@ def plain_loop(urls: list[str], decoder: str, batch_size: int) -> tuple[int, flo
     return n, time.perf_counter() - t0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = cli.parser(__doc__)
     ap.add_argument("--work", default="/tmp/dede-bench")
     ap.add_argument("--encoder", default="resnet18-cifar")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--cpus-per-actor", type=float, default=2.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2); both sides run on the CPU")
     ap.add_argument("--max-shards", type=int, default=None, help="first N shards only")
     ap.add_argument("--plain-after", action="store_true",
                     help="run the plain loop again after the job (A-B-A: exposes drift in machine load)")
     ap.add_argument("--write", default=None, help="write the results as markdown here")
-    a = ap.parse_args()
+    return ap
+
+
+def run(a: argparse.Namespace) -> None:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     import torch
@@ -154,7 +161,10 @@ batch size {a.batch_size}, {a.threads} torch threads.
 The job's time includes starting the actor (loading encoder + decoder), reading, decoding, scoring and
 writing scores/, clean/, quarantine/ and stats/ for every shard plus run.json.
 """)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -11,23 +11,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import cli  # noqa: E402
 from pipeline.job.apply import apply_threshold  # noqa: E402
-from pipeline.job.run import JobError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = cli.parser(__doc__, prog="apply_threshold")
+    ap.add_argument("--run", required=True, help="the --out folder/URL of a finished score_corpus run")
+    ap.add_argument("--threshold", required=True, help="a finite number, fpr:X, paper or gmm")
+    ap.add_argument("--decoder", default=None, help="decoder folder (default: the one in run.json; for fpr:/paper)")
+    ap.add_argument("--workers", type=cli.positive_int, default=2, help="shards re-split in parallel (default 2)")
+    return ap
+
+
+def run(a: argparse.Namespace) -> None:
+    apply_threshold(a.run, a.threshold, a.decoder, a.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="the --out folder/URL of a finished score_corpus run")
-    ap.add_argument("--threshold", required=True, help="a number, fpr:X, paper or gmm")
-    ap.add_argument("--decoder", default=None, help="decoder folder (default: the one in run.json; for fpr:/paper)")
-    ap.add_argument("--workers", type=int, default=2, help="shards re-split in parallel (default 2)")
-    a = ap.parse_args(argv)
-    try:
-        apply_threshold(a.run, a.threshold, a.decoder, a.workers)
-    except (JobError, ValueError, RuntimeError) as e:
-        print(f"apply_threshold: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

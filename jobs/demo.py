@@ -11,20 +11,26 @@ import ingest  # noqa: E402
 import score_corpus  # noqa: E402
 import train_decoder  # noqa: E402
 
+from pipeline import cli  # noqa: E402
+from pipeline.dede.model import PRESETS  # noqa: E402
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = cli.parser(__doc__)
     ap.add_argument("--out", default="demo", help="folder for shards, decoder and scores")
     ap.add_argument("--encoder", default="resnet:resnet18-cifar-w0.25", help="victim encoder spec")
-    ap.add_argument("--aux-samples", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=2)
-    a = ap.parse_args(argv)
+    ap.add_argument("--aux-samples", type=cli.positive_int, default=5000)
+    ap.add_argument("--epochs", type=cli.positive_int, default=2)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small", help="decoder size (default small)")
+    return ap
+
+
+def run(a: argparse.Namespace) -> int:
     steps = [
         lambda: ingest.main(["cifar10", "--split", "train", "--limit", str(a.aux_samples), "--out", f"{a.out}/aux"]),
         lambda: ingest.main(["cifar10", "--split", "test", "--out", f"{a.out}/corpus"]),
         lambda: train_decoder.main(["--encoder", a.encoder, "--data", f"{a.out}/aux", "--out", f"{a.out}/decoder",
-                                    "--epochs", str(a.epochs), "--width", "128", "--patch-size", "8", "--encoder-depth", "2",
-                                    "--decoder-depth", "2", "--heads", "4"]),
+                                    "--epochs", str(a.epochs), "--preset", a.preset]),
         lambda: score_corpus.main(["--decoder", f"{a.out}/decoder", "--input", f"{a.out}/corpus", "--out", f"{a.out}/run"]),
     ]
     for step in steps:
@@ -32,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if rc:
             return rc
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

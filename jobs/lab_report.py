@@ -3,16 +3,23 @@ results/encoders.md (between its generated-block markers; printed when the file 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pipeline.lab.report import curve_table, export, fill, plot_curves, table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import cli  # noqa: E402
+from pipeline.lab.report import curve_table, export, fill, plot_curves, table  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", type=Path, default=Path("results/lab"))
-    ap.add_argument("--document", type=Path, default=Path("results/encoders.md"))
-    a = ap.parse_args()
+def build_parser() -> argparse.ArgumentParser:
+    ap = cli.parser(__doc__)
+    ap.add_argument("--out", type=Path, default=Path("results/lab"), help="folder for cards and plots")
+    ap.add_argument("--document", type=Path, default=Path("results/encoders.md"), help="markdown file to fill")
+    return ap
+
+
+def run(a: argparse.Namespace) -> None:
     rows = export(a.out)
     simclr = {p.stem.removesuffix("-curve"): p for p in sorted(a.out.glob("simclr-w*-curve.jsonl"))}
     if simclr:
@@ -33,5 +40,9 @@ def main() -> None:
         print(generated)
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

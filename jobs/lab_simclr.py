@@ -3,34 +3,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from pipeline.lab.clean import clean_simclr
-from pipeline.lab.compute import setup
-from pipeline.lab.simclr import SimCLRConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import cli  # noqa: E402
+from pipeline.lab.clean import clean_simclr  # noqa: E402
+from pipeline.lab.compute import setup  # noqa: E402
+from pipeline.lab.simclr import SimCLRConfig  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     d = SimCLRConfig()
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = cli.parser(__doc__)
     ap.add_argument("--width", type=float, default=d.width, help="ResNet-18 width multiplier")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--epochs", type=cli.positive_int, default=d.epochs)
     ap.add_argument("--max-minutes", type=float, default=d.max_minutes, help="training-time budget")
-    ap.add_argument("--batch", type=int, default=d.batch)
+    ap.add_argument("--batch-size", type=cli.positive_int, default=d.batch)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
                     help="learning rate: cosine decay to 0 over the epoch or time budget, or constant")
     ap.add_argument("--monitor-every", type=float, default=d.monitor_every_minutes, help="minutes between kNN logs")
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    cli.add_device(ap)
     ap.add_argument("--curve-out", type=Path, default=None, help="copy the kNN-vs-minutes log here (jsonl)")
-    a = ap.parse_args()
-    cfg = SimCLRConfig(width=a.width, epochs=a.epochs, max_minutes=a.max_minutes, batch=a.batch, lr=a.lr, schedule=a.schedule,
-                       monitor_every_minutes=a.monitor_every, seed=a.seed)
-    entry = clean_simclr(cfg, setup(a.device, a.threads), a.curve_out)
+    return ap
+
+
+def run(a: argparse.Namespace) -> None:
+    device = setup(a.device, a.threads)
+    cfg = SimCLRConfig(width=a.width, epochs=a.epochs, max_minutes=a.max_minutes, batch=a.batch_size, lr=a.lr,
+                       schedule=a.schedule, monitor_every_minutes=a.monitor_every, seed=a.seed)
+    entry = clean_simclr(cfg, device, a.curve_out)
     print(json.dumps({k: v for k, v in entry.card.items() if k != "curve"}, indent=2))
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

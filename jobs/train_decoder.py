@@ -1,4 +1,8 @@
-"""Train a DeDe decoder for a frozen encoder on auxiliary WebDataset shards, then calibrate it."""
+"""Train a DeDe decoder for a frozen encoder on auxiliary WebDataset shards, then calibrate it.
+
+    python jobs/train_decoder.py --encoder resnet:resnet18-cifar@enc.safetensors --data 'aux/*.tar' --out dec
+    python jobs/train_decoder.py ... --preset small --width 96      # a preset, one field overridden
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,46 +12,66 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import cli  # noqa: E402
+from pipeline.dede.model import PRESETS, DeDeConfig  # noqa: E402
 from pipeline.dede.train import TrainConfig, train_decoder  # noqa: E402
 
+ARCHITECTURE = ("image_size", "patch_size", "width", "encoder_depth", "decoder_depth", "train_mask_ratio",
+                "test_mask_ratio")
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(encoder="", data=[], out="")
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = cli.parser(__doc__)
     ap.add_argument("--encoder", required=True, help="KIND:NAME[@CHECKPOINT], e.g. resnet:resnet18-cifar@enc.safetensors")
     ap.add_argument("--data", required=True, nargs="+", help="shards: paths, folders, globs, {a..b} braces, fsspec URLs")
     ap.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--epochs", type=cli.positive_int, default=d.epochs)
+    ap.add_argument("--batch-size", type=cli.positive_int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
     ap.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
     ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    ap.add_argument("--max-samples", type=int, default=None)
+    ap.add_argument("--max-samples", type=cli.positive_int, default=None)
     ap.add_argument("--holdout", type=float, default=d.holdout, help="share held out for calibration")
-    ap.add_argument("--image-size", type=int, default=d.image_size)
-    ap.add_argument("--patch-size", type=int, default=d.patch_size)
-    ap.add_argument("--width", type=int, default=d.width)
-    ap.add_argument("--encoder-depth", type=int, default=d.encoder_depth)
-    ap.add_argument("--decoder-depth", type=int, default=d.decoder_depth)
-    ap.add_argument("--heads", type=int, default=d.heads)
-    ap.add_argument("--train-mask-ratio", type=float, default=d.train_mask_ratio)
-    ap.add_argument("--test-mask-ratio", type=float, default=d.test_mask_ratio)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                    help="decoder size (default paper: width 192, 6 + 4 blocks, 4 px patches); the flags below override it")
+    ap.add_argument("--image-size", type=cli.positive_int, help="override the preset's decoder image size")
+    ap.add_argument("--patch-size", type=cli.positive_int, help="override the preset's patch size")
+    ap.add_argument("--width", type=cli.positive_int, help="override the preset's transformer width")
+    ap.add_argument("--encoder-depth", type=cli.positive_int, help="override the preset's number of encoder blocks")
+    ap.add_argument("--decoder-depth", type=cli.positive_int, help="override the preset's number of decoder blocks")
+    ap.add_argument("--heads", type=cli.positive_int, help="override the preset's attention heads (encoder and decoder)")
+    ap.add_argument("--train-mask-ratio", type=float, help="override the training mask ratio (0.9)")
+    ap.add_argument("--test-mask-ratio", type=float, help="override the scoring mask ratio (0.99)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
-    a = ap.parse_args(argv)
-    cfg = TrainConfig(**{k: v for k, v in vars(a).items()})
-    try:
-        out = train_decoder(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"train_decoder: error: {e}", file=sys.stderr)
-        return 2
-    cal = out["calibration"]
-    print(json.dumps({"out": a.out, "final_loss": out["training"]["final_loss"], "minutes": out["training"]["minutes"],
-                      "n_train": out["data"]["n_train"], "n_holdout": out["data"]["n_holdout"],
-                      "skipped": out["data"]["skipped"], "calibration_mean": cal["mean"]}, indent=2))
+    return ap
+
+
+def model_config(a: argparse.Namespace) -> DeDeConfig:
+    """The preset with the size flags that were given applied on top."""
+    overrides = {k: getattr(a, k) for k in ARCHITECTURE if getattr(a, k) is not None}
+    if a.heads is not None:
+        overrides.update(encoder_heads=a.heads, decoder_heads=a.heads)
+    return DeDeConfig.preset(a.preset, **overrides)
+
+
+def run(a: argparse.Namespace) -> int:
+    cfg = TrainConfig(encoder=a.encoder, data=a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                      weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
+                      max_samples=a.max_samples, holdout=a.holdout, seed=a.seed, device=a.device,
+                      model=model_config(a), resume=a.resume)
+    out = train_decoder(cfg)
+    print(json.dumps({"out": a.out, "final_loss": out.training.final_loss, "minutes": out.training.minutes,
+                      "n_train": out.data.n_train, "n_holdout": out.data.n_holdout, "skipped": out.data.skipped,
+                      "calibration_mean": out.calibration.mean}, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,34 @@ def parser(doc: str | None, prog: str | None = None) -> Parser:
     return ap
 
 
+def add_device(ap: argparse.ArgumentParser) -> None:
+    """The shared `--device` (default auto: CUDA when available, else the CPU) and `--threads` flags."""
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return x
+
+
 def one_line(e: BaseException) -> str:
     """The first non-empty line of an exception's message (its type name when it has none)."""
     for line in str(e).splitlines():

@@ -1,15 +1,20 @@
-"""Frozen victim encoders built from a spec string `KIND:NAME[@CHECKPOINT]`.
+"""Frozen victim encoders built from a spec string `KIND:NAME[@CHECKPOINT]`: the registry and its adapters.
 
-Kinds: `resnet` (torchvision ResNets and the CIFAR variant), `openclip` (an open_clip image tower by
-model name) and `lab` (encoders the lab registers). Every adapter owns its preprocessing and reports
-`embed_dim` and `input_size`. `create_encoder` is the one entry point.
+The core registers kinds `resnet` (torchvision ResNets and the CIFAR variant) and `openclip` (an
+open_clip image tower by model name). Plugins register more with `register_encoder`; they are
+imported when a spec names a kind or name nobody registered, from the modules listed under the
+entry-point group `dede_pipeline.encoders` (the lab's `lab:` encoders come that way). Every adapter
+owns its preprocessing and reports `embed_dim` and `input_size`. `create_encoder` is the one entry point.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib
+import importlib.metadata
 import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -17,15 +22,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.checkpoints import load_state_dict
+from pipeline.errors import BadInput
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PLUGIN_GROUP = "dede_pipeline.encoders"
+DISTRIBUTION = "dede-pipeline"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """A parsed `KIND:NAME[@CHECKPOINT]`."""
+
     kind: str
     name: str
     checkpoint: str | None = None
@@ -40,8 +51,10 @@ def parse_spec(spec: str) -> EncoderSpec:
     if not m:
         raise ValueError(f"bad encoder spec {spec!r}: expected KIND:NAME[@CHECKPOINT], e.g. resnet:resnet18-cifar")
     kind, name, ckpt = m.groups()
-    if kind not in _KINDS:
-        raise ValueError(f"unknown encoder kind {kind!r} in {spec!r}; known kinds: {', '.join(sorted(_KINDS))}")
+    if kind not in _kinds():
+        load_plugins()
+    if kind not in _kinds():
+        raise ValueError(f"unknown encoder kind {kind!r} in {spec!r}; known kinds: {', '.join(sorted(_kinds()))}")
     return EncoderSpec(kind, name, ckpt)
 
 
@@ -98,23 +111,101 @@ def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def _load_into(module: nn.Module, spec: EncoderSpec, strip_prefixes: tuple[str, ...] = ()) -> str | None:
-    """Load spec.checkpoint into module (strict); returns the file's sha256 or None without one."""
+def checkpoint_state(spec: EncoderSpec, strip_prefixes: tuple[str, ...] = ()
+                     ) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of spec.checkpoint and the file's sha256 (({}, None) without a checkpoint). The first
+    prefix some key carries is stripped, and keys without it dropped (a backbone out of a whole model)."""
     if not spec.checkpoint:
-        return None
+        return {}, None
     sd, sha = load_state_dict(spec.checkpoint)
     for p in strip_prefixes:
         if any(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-            break
+            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}, sha
+    return sd, sha
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], spec: EncoderSpec) -> None:
+    """Load `state` into `module` (strict); a one-line ValueError naming the spec when it does not fit."""
     try:
-        module.load_state_dict(sd, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0]
         raise ValueError(f"checkpoint {spec.checkpoint} does not fit {spec.kind}:{spec.name}: {first}") from None
-    return sha
 
 
+class OpenClipImageTower(nn.Module):
+    """An open_clip image tower as the encoder backbone: normalised images -> the (un-normalised) image embedding."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.visual(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+Builder = Callable[[EncoderSpec], Encoder]
+_BUILDERS: dict[tuple[str, str | None], Builder] = {}
+
+
+def register_encoder(kind: str, name: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: build `KIND:NAME[@CKPT]` with the decorated function (spec -> Encoder); without a
+    name, every NAME of KIND that has no builder of its own."""
+
+    def deco(fn: Builder) -> Builder:
+        _BUILDERS[(kind, name)] = fn
+        return fn
+
+    return deco
+
+
+def register_lab_encoder(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: build `lab:NAME[@CKPT]` with the decorated function (register_encoder("lab", name))."""
+    return register_encoder("lab", name)
+
+
+def _kinds() -> set[str]:
+    return {kind for kind, _ in _BUILDERS}
+
+
+def _plugin_modules() -> list[str]:
+    """Modules of the entry-point group: those of installed distributions, plus those this checkout's
+    pyproject.toml declares (a checkout runs uninstalled, e.g. `python jobs/X.py` under `ray job submit`,
+    or beside stale metadata)."""
+    values = [ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
+    if PYPROJECT.exists():
+        project = tomllib.loads(PYPROJECT.read_text()).get("project", {})
+        if project.get("name") == DISTRIBUTION:
+            values += project.get("entry-points", {}).get(PLUGIN_GROUP, {}).values()
+    return list(dict.fromkeys(v.split(":")[0].strip() for v in values))
+
+
+@functools.cache
+def load_plugins() -> None:
+    """Import every encoder plugin module once; each registers its encoders on import."""
+    for module in _plugin_modules():
+        importlib.import_module(module)
+
+
+def _find(spec: EncoderSpec) -> Builder | None:
+    return _BUILDERS.get((spec.kind, spec.name)) or _BUILDERS.get((spec.kind, None))
+
+
+def _builder(spec: EncoderSpec) -> Builder:
+    """The builder of a spec: by kind and name, else the kind's own; plugins are loaded for unknown ones."""
+    fn = _find(spec)
+    if fn is None:
+        load_plugins()
+        fn = _find(spec)
+    if fn is None:
+        known = sorted(name for kind, name in _BUILDERS if kind == spec.kind and name)
+        raise ValueError(f"unknown {spec.kind} encoder {spec.name!r}; registered: {', '.join(known) or 'none'}")
+    return fn
+
+
+@register_encoder("resnet")
 def _build_resnet(spec: EncoderSpec) -> Encoder:
     m = re.fullmatch(r"(resnet\d+)(-cifar)?(?:-w([0-9.]+))?", spec.name)
     if not m:
@@ -134,20 +225,13 @@ def _build_resnet(spec: EncoderSpec) -> Encoder:
         dim = backbone.fc.in_features
         backbone.fc = nn.Identity()
         size, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
-    sha = _load_into(backbone, spec, strip_prefixes=("backbone.", "f.", "encoder."))
+    sd, sha = checkpoint_state(spec, ("backbone.", "f.", "encoder."))
+    if sd:
+        load_strict(backbone, sd, spec)
     return Encoder(backbone, spec, dim, size, mean, std, sha)
 
 
-class _OpenClipVisual(nn.Module):
-    def __init__(self, visual: nn.Module):
-        super().__init__()
-        self.visual = visual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.visual(x)
-        return out[0] if isinstance(out, tuple) else out
-
-
+@register_encoder("openclip")
 def _build_openclip(spec: EncoderSpec) -> Encoder:
     import open_clip
 
@@ -155,55 +239,38 @@ def _build_openclip(spec: EncoderSpec) -> Encoder:
         raise ValueError(f"unknown open_clip model {spec.name!r} (see open_clip.list_models())")
     model = open_clip.create_model(spec.name, pretrained=None)
     visual = model.visual
-    sha = _load_into(visual, spec, strip_prefixes=("visual.",))
+    sd, sha = checkpoint_state(spec, ("visual.",))
+    if sd:
+        load_strict(visual, sd, spec)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
-    wrapped = _OpenClipVisual(visual)
+    wrapped = OpenClipImageTower(visual)
     with torch.no_grad():
         dim = wrapped.eval()(torch.zeros(1, 3, size, size)).shape[-1]
     return Encoder(wrapped, spec, dim, size, tuple(mean), tuple(std), sha)
 
 
-LabBuilder = Callable[[EncoderSpec], Encoder]
-_LAB: dict[str, LabBuilder] = {}
-
-
-def register_lab_encoder(name: str) -> Callable[[LabBuilder], LabBuilder]:
-    """Decorator: make `lab:NAME[@CKPT]` build with the decorated function (spec -> Encoder)."""
-
-    def deco(fn: LabBuilder) -> LabBuilder:
-        _LAB[name] = fn
-        return fn
-
-    return deco
-
-
-def _build_lab(spec: EncoderSpec) -> Encoder:
-    if spec.name not in _LAB:
-        try:
-            importlib.import_module("pipeline.lab.encoders")  # registers the lab's encoders
-        except ModuleNotFoundError:
-            pass
-    if spec.name not in _LAB:
-        raise ValueError(f"unknown lab encoder {spec.name!r}; registered: {', '.join(sorted(_LAB)) or 'none'}")
-    return _LAB[spec.name](spec)
-
-
-_KINDS: dict[str, Callable[[EncoderSpec], Encoder]] = {
-    "resnet": _build_resnet,
-    "openclip": _build_openclip,
-    "lab": _build_lab,
-}
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None): CUDA when available, else the CPU; otherwise the device named. A one-line
+    BadInput for a bad name, or for CUDA asked for where none is visible."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BadInput(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"device {device} asked for, but no CUDA device is visible")
+    return dev
 
 
 def create_encoder(spec: str | EncoderSpec, device: str | torch.device | None = None) -> Encoder:
-    """Build the frozen encoder a spec names, on `device` (CUDA when available by default)."""
+    """Build the frozen encoder a spec names, on `device` (see resolve_device; CUDA when available by default)."""
     s = parse_spec(spec) if isinstance(spec, str) else spec
     # random init is seeded from the spec, so every process (actor, resumed run) builds the same weights
     seed = int.from_bytes(hashlib.sha256(f"{s.kind}:{s.name}".encode()).digest()[:4], "little")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        enc = _KINDS[s.kind](s)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return enc.to(dev)
+        enc = _builder(s)(s)
+    return enc.to(resolve_device(device))

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.corpus.decode import load_sample_image
 from pipeline.corpus.ingest import write_shards
+from pipeline.dede.model import dede_small
 from pipeline.dede.scorer import Scorer
 from pipeline.dede.train import TrainConfig, train_decoder
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, register_lab_encoder
@@ -74,7 +75,7 @@ def test_decoder_flags_simulated_backdoor(tmp_path, cifar_test_samples):
     t0, c0 = time.time(), time.process_time()
     train_decoder(TrainConfig(encoder="lab:test-simulated-backdoor", data=[str(tmp_path / "aux")],
                               out=str(tmp_path / "dec"), epochs=EPOCHS, batch_size=256, lr=1e-3,
-                              width=WIDTH, patch_size=PATCH, encoder_depth=DEPTH, decoder_depth=DEPTH, heads=4,
+                              model=dede_small(width=WIDTH, patch_size=PATCH, encoder_depth=DEPTH, decoder_depth=DEPTH),
                               holdout=0.1, device="cpu", progress=False))
     minutes, cpu_minutes = (time.time() - t0) / 60, (time.process_time() - c0) / 60
     scorer = Scorer(str(tmp_path / "dec"), device="cpu")

@@ -98,3 +98,53 @@ def test_random_init_is_the_same_in_every_process():
     torch.manual_seed(99)
     b = create_encoder("resnet:resnet18-cifar-w0.125", "cpu")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_lab_specs_load_through_the_plugin_entry_point_without_importing_the_lab_first():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.encoders import create_encoder; assert 'pipeline.lab' not in sys.modules; "
+            "e = create_encoder('lab:simclr-r18', 'cpu'); print(e.embed_dim, 'pipeline.lab' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["512", "True"]
+
+
+def test_register_encoder_by_kind_and_by_name():
+    from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, register_encoder
+
+    @register_encoder("toy")
+    def toy(spec):
+        return Encoder(torch.nn.Flatten(), spec, 3 * 32 * 32, 32, CIFAR_MEAN, CIFAR_STD)
+
+    @register_encoder("toy", "special")
+    def special(spec):
+        return Encoder(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), spec, 3, 32,
+                       CIFAR_MEAN, CIFAR_STD)
+
+    assert create_encoder("toy:anything", "cpu").embed_dim == 3072
+    enc = create_encoder("toy:special", "cpu")
+    assert enc.embed(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape == (1, 3)
+
+
+def test_checkpoint_state_strips_the_first_prefix_present(tmp_path):
+    from pipeline.encoders import checkpoint_state
+
+    st = tmp_path / "m.safetensors"
+    save_file({"backbone.w": torch.zeros(1), "head.w": torch.ones(1)}, str(st))
+    sd, sha = checkpoint_state(parse_spec(f"resnet:resnet18-cifar@{st}"), ("visual.", "backbone."))
+    assert list(sd) == ["w"] and len(sha) == 64
+    assert checkpoint_state(parse_spec("resnet:resnet18-cifar")) == ({}, None)
+
+
+def test_device_auto_and_bad_devices_are_one_line_bad_input():
+    from pipeline.encoders import resolve_device
+    from pipeline.errors import BadInput
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(BadInput, match="unknown device"):
+        resolve_device("tpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInput, match="no CUDA device"):
+            resolve_device("cuda")

@@ -1,14 +1,12 @@
-import numpy as np
 import pytest
 import torch
 
-from pipeline.dede.model import DeDe, DeDeConfig, masked_mse, masked_sse
+from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse, masked_sse
 from pipeline.dede.scorer import key_noise
 
 
 def small(**kw) -> DeDe:
-    return DeDe(DeDeConfig(victim_dim=16, width=32, encoder_depth=1, decoder_depth=1,
-                           encoder_heads=2, decoder_heads=2, **kw))
+    return create_dede("tiny", victim_dim=16, **kw)
 
 
 @pytest.mark.parametrize("size,patch,ratio,visible", [(32, 4, 0.9, 6), (32, 4, 0.99, 0), (32, 4, 0.75, 16), (64, 8, 0.5, 32)])
@@ -61,3 +59,5 @@ def test_bad_config_errors():
         DeDe(DeDeConfig(victim_dim=4, image_size=30, patch_size=4))
     with pytest.raises(ValueError, match="divisible"):
         DeDe(DeDeConfig(victim_dim=4, width=10, encoder_heads=3))
+    with pytest.raises(ValueError, match="victim_dim is not set"):
+        create_dede("tiny")

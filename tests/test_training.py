@@ -2,23 +2,21 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.corpus.decode import load_sample_image
 from pipeline.dede.scorer import Scorer
 from pipeline.dede.train import TrainConfig, train_decoder
 
-TINY = dict(epochs=2, batch_size=16, width=32, encoder_depth=1, decoder_depth=1, heads=2, holdout=0.25,
-            progress=False, device="cpu")
+TINY = dict(epochs=2, batch_size=16, model="tiny", holdout=0.25, progress=False, device="cpu")
 
 
 def test_train_save_load_score_round_trip(tmp_path, small_shards):
     out = str(tmp_path / "dec")
     cfg = train_decoder(TrainConfig(encoder="resnet:resnet18-cifar-w0.125", data=[str(tmp_path / "shards")], out=out, **TINY))
-    assert cfg["data"]["n_train"] + cfg["data"]["n_holdout"] == 120
-    assert len(cfg["training"]["loss_history"]) == 2
+    assert cfg.data.n_train + cfg.data.n_holdout == 120
+    assert len(cfg.training.loss_history) == 2 and cfg.model.width == 32 and cfg.model.victim_dim == 64
     saved = json.load(open(f"{out}/config.json"))
-    assert saved["weights_sha256"] and saved["calibration"]["n"] == cfg["data"]["n_holdout"]
+    assert saved["weights_sha256"] and saved["calibration"]["n"] == cfg.data.n_holdout
     scorer = Scorer(out, device="cpu")
     from pipeline.corpus.reader import iter_shard
 
@@ -41,8 +39,8 @@ def test_resume_continues_where_it_stopped(tmp_path, small_shards):
     full = train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "a"), **{**kw, "epochs": 3}))
     train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "b"), **{**kw, "epochs": 1}))
     resumed = train_decoder(TrainConfig(encoder=enc, data=data, out=str(tmp_path / "b"), resume=True, **{**kw, "epochs": 3}))
-    np.testing.assert_allclose(resumed["training"]["loss_history"], full["training"]["loss_history"], rtol=1e-5)
-    assert resumed["weights_sha256"] == full["weights_sha256"]
+    np.testing.assert_allclose(resumed.training.loss_history, full.training.loss_history, rtol=1e-5)
+    assert resumed.weights_sha256 == full.weights_sha256
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

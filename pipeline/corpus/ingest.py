@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -12,11 +11,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.corpus.cifar import CLASSES, SPLITS, archive_path, iter_archive
 from pipeline.corpus.decode import IMAGE_SUFFIXES
 from pipeline.corpus.writer import TarSink
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10" / "cifar10-jpg.tar.gz"
 
 
 def write_shards(samples: Iterator[tuple[str, dict[str, bytes]]], out_dir: str, shard_size: int = 1000,
@@ -56,18 +53,14 @@ def folder_samples(src: str) -> list[tuple[str, dict[str, bytes]]]:
 
 def cifar10_samples(split: str, source: str | None = None) -> list[tuple[str, dict[str, bytes]]]:
     """CIFAR-10 `split` ('train' or 'test') as samples (`.jpg`, `.cls`, `.json`), from the shared JPEG
-    archive when present, else from torchvision's downloader."""
-    if split not in ("train", "test"):
+    archive (`source`, else pipeline.corpus.cifar.archive_path()) when present, else from torchvision's downloader."""
+    if split not in SPLITS:
         raise ValueError(f"CIFAR-10 split must be train or test, got {split!r}")
-    src = Path(source) if source else SHARED_CIFAR10
+    src = Path(source) if source else archive_path()
     items: list[tuple[int, str, bytes]] = []
     if src.exists():
-        with tarfile.open(src, "r:gz") as tf:
-            for m in tf:
-                parts = m.name.split("/")
-                if m.isfile() and len(parts) == 3 and parts[0] == split and parts[1] in CIFAR10_CLASSES:
-                    items.append((CIFAR10_CLASSES.index(parts[1]), parts[2], tf.extractfile(m).read()))
-        items.sort(key=lambda t: (t[1], t[0]))
+        items = sorted(((label, name, data) for _, label, name, data in iter_archive(src, (split,))),
+                       key=lambda t: (t[1], t[0]))
     else:
         import torchvision
 
@@ -78,5 +71,5 @@ def cifar10_samples(split: str, source: str | None = None) -> list[tuple[str, di
             Image.fromarray(np.asarray(arr)).save(buf, format="JPEG", quality=95)
             items.append((int(label), f"{i:05d}", buf.getvalue()))
     return [(f"{split}_{i:06d}", {"jpg": data, "cls": str(label).encode(),
-                                   "json": json.dumps({"label": label, "class": CIFAR10_CLASSES[label]}).encode()})
+                                   "json": json.dumps({"label": label, "class": CLASSES[label]}).encode()})
             for i, (label, _, data) in enumerate(items)]

@@ -6,6 +6,9 @@ import posixpath
 import fsspec
 from braceexpand import braceexpand
 
+from pipeline.corpus.reader import escape_name, valid_utf8
+from pipeline.errors import BadInput
+
 _GLOB_CHARS = set("*?[")
 
 
@@ -13,9 +16,18 @@ def _protocol_prefix(url: str) -> str:
     return url.split("://", 1)[0] + "://" if "://" in url else ""
 
 
+def _utf8_name(url: str) -> str:
+    """`url` itself, or BadInput when the file name is not valid UTF-8 (it names output files and
+    fills the scores table's string columns)."""
+    if not valid_utf8(url):
+        raise BadInput(f"shard file name {escape_name(url)} is not valid UTF-8; rename it")
+    return url
+
+
 def expand_shards(inputs: str | list[str], suffix: str = ".tar") -> list[str]:
     """Every shard an input names, sorted and unique. Directories are searched recursively for
-    `suffix`; `{000..009}` braces and `*` globs are expanded. `pipe:` URLs are refused."""
+    `suffix`; `{000..009}` braces and `*` globs are expanded. `pipe:` URLs are refused, and so are
+    file names that are not valid UTF-8 (BadInput)."""
     items = [inputs] if isinstance(inputs, str) else list(inputs)
     out: list[str] = []
     for item in items:
@@ -32,7 +44,7 @@ def expand_shards(inputs: str | list[str], suffix: str = ".tar") -> list[str]:
                 found = [path]
             else:
                 raise FileNotFoundError(f"no shard at {pattern}")
-            out.extend(prefix + p if prefix else p for p in found)
+            out.extend(_utf8_name(prefix + p if prefix else p) for p in found)
     if not out:
         raise FileNotFoundError(f"no {suffix} shards found in {items}")
     return sorted(set(out))

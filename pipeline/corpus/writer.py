@@ -1,18 +1,12 @@
 """The one tar writer: deterministic members, streamed to a temp file, published atomically."""
 from __future__ import annotations
 
-import io
-import os
-import tarfile
-import tempfile
-import uuid
-
 import hashlib
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+import io
+import tarfile
 
 from pipeline.corpus.reader import unsafe_name
+from pipeline.storage import AtomicFile
 
 
 class _HashingFile:
@@ -42,22 +36,14 @@ class TarSink:
 
     def __init__(self, url: str):
         self.url = url
-        self.fs, self.path = fsspec.core.url_to_fs(url)
-        self.local = isinstance(self.fs, LocalFileSystem)
-        if self.local:
-            parent = os.path.dirname(self.path) or "."
-            os.makedirs(parent, exist_ok=True)
-            self.tmp = os.path.join(parent, f".{os.path.basename(self.path)}.{uuid.uuid4().hex}.tmp")
-        else:
-            fd, self.tmp = tempfile.mkstemp(suffix=".tar")
-            os.close(fd)
-        self._file = open(self.tmp, "wb")
-        self._hashing = _HashingFile(self._file)
+        self._out = AtomicFile(url)
+        self._hashing = _HashingFile(self._out.file)
         self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)
         self.count = 0
         self.sha256: str | None = None  # of the published bytes, set by close()
 
     def add(self, name: str, data: bytes) -> None:
+        """Append one member `name` holding `data`; a ValueError for an unsafe name."""
         if unsafe_name(name):
             raise ValueError(f"refusing unsafe tar member name {name!r}")
         info = tarfile.TarInfo(name)
@@ -69,24 +55,15 @@ class TarSink:
         self.count += 1
 
     def close(self) -> None:
+        """Finish the archive and publish it under its name."""
         self._tar.close()
         self.sha256 = self._hashing.h.hexdigest()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        if self.local:
-            os.replace(self.tmp, self.path)
-        else:
-            parent = self.path.rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.put_file(self.tmp, self.path)
-            os.unlink(self.tmp)
+        self._out.commit()
 
     def discard(self) -> None:
+        """Drop the partial archive; nothing appears under the name."""
         self._tar.close()
-        self._file.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self._out.abort()
 
     def __enter__(self) -> "TarSink":
         return self

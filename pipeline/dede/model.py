@@ -7,16 +7,21 @@ pre-norm transformer blocks, and a linear per-patch pixel head.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.errors import BadInput
+
 
 @dataclass
 class DeDeConfig:
-    victim_dim: int
+    """The decoder's architecture and mask ratios; `victim_dim` None = not yet known (training sets it)."""
+
+    victim_dim: int | None = None
     image_size: int = 32
     patch_size: int = 4
     width: int = 192
@@ -28,12 +33,37 @@ class DeDeConfig:
     train_mask_ratio: float = 0.9
     test_mask_ratio: float = 0.99
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> DeDeConfig:
+        """A named size (`PRESETS`: tiny, small, paper) with any field overridden."""
+        if name not in PRESETS:
+            raise BadInput(f"unknown decoder preset {name!r}; use one of {', '.join(PRESETS)}")
+        return replace(PRESETS[name](), **overrides)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+def dede_tiny(**kw) -> DeDeConfig:
+    """For tests: width 32, one encoder and one decoder block, 2 heads, 4 px patches (seconds on a CPU)."""
+    return DeDeConfig(width=32, encoder_depth=1, encoder_heads=2, decoder_depth=1, decoder_heads=2, **kw)
+
+
+def dede_small(**kw) -> DeDeConfig:
+    """The demo's and the CPU proof test's size: width 128, 2 + 2 blocks, 4 heads, 8 px patches."""
+    return DeDeConfig(width=128, patch_size=8, encoder_depth=2, encoder_heads=4, decoder_depth=2, decoder_heads=4, **kw)
+
+
+def dede_paper(**kw) -> DeDeConfig:
+    """The paper's default: width 192 (the official code's), 6 encoder + 4 decoder blocks, 3 heads, 4 px patches."""
+    return DeDeConfig(width=192, patch_size=4, encoder_depth=6, encoder_heads=3, decoder_depth=4, decoder_heads=3, **kw)
+
+
+PRESETS: dict[str, Callable[..., DeDeConfig]] = {"tiny": dede_tiny, "small": dede_small, "paper": dede_paper}
 
 
 class Attention(nn.Module):
@@ -71,6 +101,8 @@ class DeDe(nn.Module):
 
     def __init__(self, cfg: DeDeConfig):
         super().__init__()
+        if cfg.victim_dim is None:
+            raise ValueError("victim_dim is not set: give the encoder's embed_dim")
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
         if cfg.width % cfg.encoder_heads or cfg.width % cfg.decoder_heads:
@@ -137,5 +169,8 @@ def masked_sse(pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> tor
     return ((pred.float() - img.float()).pow(2) * mask).flatten(1).sum(1)
 
 
-def create_dede(cfg: DeDeConfig) -> DeDe:
-    return DeDe(cfg)
+def create_dede(preset_or_cfg: str | DeDeConfig, **overrides) -> DeDe:
+    """The one way to build a decoder: a preset name or a config, with any field overridden."""
+    if isinstance(preset_or_cfg, str):
+        return DeDe(DeDeConfig.preset(preset_or_cfg, **overrides))
+    return DeDe(replace(preset_or_cfg, **overrides))

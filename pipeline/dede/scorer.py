@@ -10,11 +10,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
+from pipeline.cli import one_line
 from pipeline.dede.model import DeDe, masked_sse
 from pipeline.dede.store import load_decoder
-from pipeline.dede.thresholds import resolve_threshold
+from pipeline.dede.thresholds import Calibration, ThresholdPolicy, resolve_threshold
 from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
+from pipeline.errors import BadInput
 
 
 def key_noise(keys: Sequence[str], num_patches: int) -> torch.Tensor:
@@ -44,14 +47,17 @@ class Scorer:
     def __init__(self, decoder_dir: str, device: str | torch.device | None = None, encoder_spec: str | None = None):
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.config, self.decoder_sha256 = load_decoder(decoder_dir, self.device)
-        spec = encoder_spec or self.config["encoder"]["spec"]
-        self.encoder: Encoder = create_encoder(spec, self.device)
-        expected = self.config["encoder"].get("checkpoint_sha256")
+        spec = encoder_spec or self.config.encoder.spec
+        self.encoder: Encoder = _create_encoder(decoder_dir, spec, self.device)
+        expected = self.config.encoder.checkpoint_sha256
         if encoder_spec is None and expected and expected != self.encoder.checkpoint_sha256:
-            raise ValueError(f"encoder checkpoint of {spec} does not match the one the decoder was trained for")
-        self.calibration: dict = self.config.get("calibration", {})
-        pix = self.config["pixels"]
-        self.pixel_mean, self.pixel_std = tuple(pix["mean"]), tuple(pix["std"])
+            raise BadInput(f"encoder checkpoint of {spec} does not match the one decoder {decoder_dir} was trained for")
+        if self.encoder.embed_dim != self.model.cfg.victim_dim:
+            raise BadInput(f"encoder {spec} gives {self.encoder.embed_dim}-dim embeddings but decoder {decoder_dir} "
+                           f"expects {self.model.cfg.victim_dim} (it was trained for {self.config.encoder.spec}); "
+                           f"pass that encoder or train a decoder for this one")
+        self.calibration: Calibration = self.config.calibration
+        self.pixel_mean, self.pixel_std = self.config.pixels.mean, self.config.pixels.std
         self.image_size = self.model.cfg.image_size
         self.mask_ratio = self.model.cfg.test_mask_ratio
         self.autocast = self.device.type == "cuda"
@@ -61,7 +67,8 @@ class Scorer:
         """The side the CPU stage resizes images to before scoring."""
         return max(self.encoder.input_size, self.image_size)
 
-    def threshold(self, policy: str | float = "fpr:0.01", scores: np.ndarray | None = None) -> float:
+    def threshold(self, policy: ThresholdPolicy | str | float = "fpr:0.01", scores: np.ndarray | None = None) -> float:
+        """The score threshold of a policy (see `thresholds.parse_threshold`) for this decoder."""
         return resolve_threshold(policy, self.calibration, scores)
 
     @torch.no_grad()
@@ -69,6 +76,14 @@ class Scorer:
         """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys."""
         return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std,
                            self.mask_ratio, self.autocast)
+
+
+def _create_encoder(decoder_dir: str, spec: str, device: torch.device) -> Encoder:
+    """The victim encoder; a refused or unreadable checkpoint is one line naming the decoder."""
+    try:
+        return create_encoder(spec, device)
+    except (ValueError, FileNotFoundError, SafetensorError) as e:
+        raise BadInput(f"cannot load encoder {spec} for decoder {decoder_dir}: {one_line(e)}") from None
 
 
 @torch.no_grad()

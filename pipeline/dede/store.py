@@ -1,38 +1,68 @@
-"""A trained decoder on disk: `model.safetensors` + `config.json` in one folder (local or fsspec URL)."""
+"""A trained decoder on disk: `model.safetensors` + `config.json` in one folder (local or fsspec URL).
+
+The weights are checked against config.json's `weights_sha256` whenever they are read.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
 
-from pipeline.checkpoints import load_state_dict, read_bytes, save_safetensors
-from pipeline.dede.model import DeDe, DeDeConfig
+from pipeline.checkpoints import read_bytes, save_safetensors, sha256_bytes
+from pipeline.cli import one_line
+from pipeline.dede.config import CONFIG, DecoderConfig, load_decoder_config
+from pipeline.dede.model import DeDe, create_dede
+from pipeline.errors import BadInput
 from pipeline.storage import write_text_atomic
 
 WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
-def save_decoder(out_dir: str, model: DeDe, config: dict) -> dict:
+def save_decoder(out_dir: str, model: DeDe, config: DecoderConfig) -> DecoderConfig:
     """Write weights then config (config last: its presence means the decoder is complete).
     Returns the config as written, with the model architecture and the weights' sha256."""
     sha = save_safetensors(model.state_dict(), f"{out_dir}/{WEIGHTS}")
-    config = {**config, "model": model.cfg.to_dict(), "weights_sha256": sha}
-    write_text_atomic(f"{out_dir}/{CONFIG}", json.dumps(config, indent=2, sort_keys=True))
+    config = replace(config, model=model.cfg, weights_sha256=sha)
+    write_text_atomic(f"{out_dir}/{CONFIG}", json.dumps(config.to_dict(), indent=2, sort_keys=True))
     return config
 
 
-def load_config(out_dir: str) -> dict:
+def _checked_weights(decoder_dir: str, config: DecoderConfig) -> bytes:
+    """The weights file's bytes, refused unless their sha256 is config.json's `weights_sha256`."""
+    url = f"{decoder_dir}/{WEIGHTS}"
     try:
-        return json.loads(read_bytes(f"{out_dir}/{CONFIG}"))
+        data = read_bytes(url)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no decoder at {out_dir}: {CONFIG} is missing (train one with jobs/train_decoder.py)") from None
+        raise BadInput(f"decoder weights {url} are missing; retrain or restore them") from None
+    if sha256_bytes(data) != config.weights_sha256:
+        raise BadInput(f"decoder weights {url} do not match {CONFIG}'s weights_sha256 (replaced or corrupted); "
+                       f"retrain or restore them")
+    return data
 
 
-def load_decoder(out_dir: str, device: str | torch.device = "cpu") -> tuple[DeDe, dict, str]:
-    """(model in eval mode, config, sha256 of the weights file)."""
-    config = load_config(out_dir)
-    model = DeDe(DeDeConfig(**config["model"]))
-    sd, sha = load_state_dict(f"{out_dir}/{WEIGHTS}")
-    model.load_state_dict(sd)
-    return model.to(device).eval(), config, sha
+def check_decoder(decoder_dir: str) -> DecoderConfig:
+    """The cheap check before a job starts: config.json valid and the weights' checksum right, no model built."""
+    config = load_decoder_config(decoder_dir)
+    _checked_weights(decoder_dir, config)
+    return config
+
+
+def load_decoder(decoder_dir: str, device: str | torch.device = "cpu") -> tuple[DeDe, DecoderConfig, str]:
+    """(model in eval mode, config, sha256 of the weights file); one-line BadInput for a bad folder."""
+    config = load_decoder_config(decoder_dir)
+    data = _checked_weights(decoder_dir, config)
+    url = f"{decoder_dir}/{WEIGHTS}"
+    try:
+        state = st_load(data)
+    except SafetensorError as e:
+        raise BadInput(f"decoder weights {url} are not a readable safetensors file ({one_line(e)}); "
+                       f"retrain or restore them") from None
+    model = create_dede(config.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise BadInput(f"decoder weights {url} do not fit {CONFIG}'s model ({one_line(e)}); retrain the decoder") from None
+    return model.to(device).eval(), config, config.weights_sha256

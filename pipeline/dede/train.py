@@ -11,7 +11,7 @@ import io
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,12 +20,15 @@ from tqdm.auto import tqdm
 from pipeline.corpus.decode import DecodeError, load_sample_image
 from pipeline.corpus.reader import iter_shard
 from pipeline.corpus.shards import expand_shards
-from pipeline.dede.model import DeDe, DeDeConfig, masked_mse
+from pipeline.cli import one_line
+from pipeline.dede.config import DecoderConfig, EncoderInfo, Pixels, Training, TrainingData
+from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse
 from pipeline.dede.scorer import decoder_pixels, score_batch
 from pipeline.dede.store import save_decoder
 from pipeline.dede.thresholds import calibration_summary
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
+from pipeline.errors import BadInput
 from pipeline.storage import exists, write_bytes_atomic
 
 STATE = "train_state.pt"
@@ -33,6 +36,8 @@ STATE = "train_state.pt"
 
 @dataclass
 class TrainConfig:
+    """One training run: encoder, data, output folder, optimisation and the decoder's architecture."""
+
     encoder: str
     data: list[str]
     out: str
@@ -47,18 +52,15 @@ class TrainConfig:
     max_holdout: int = 2000
     seed: int = 0
     device: str | None = None
-    image_size: int = 32
-    patch_size: int = 4
-    width: int = 192
-    encoder_depth: int = 6
-    decoder_depth: int = 4
-    heads: int = 3
-    train_mask_ratio: float = 0.9
-    test_mask_ratio: float = 0.99
+    model: DeDeConfig | str = "paper"   # a preset name (DeDeConfig.preset) or a config; victim_dim comes from the encoder
     pixel_mean: tuple[float, float, float] = CIFAR_MEAN
     pixel_std: tuple[float, float, float] = CIFAR_STD
     resume: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            self.model = DeDeConfig.preset(self.model)
 
 
 @dataclass
@@ -76,7 +78,8 @@ def _unit_hash(key: str) -> float:
 def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
     """Read, decode and embed the auxiliary shards; bad samples are counted by error kind."""
     shards = expand_shards(cfg.data)
-    size = max(encoder.input_size, cfg.image_size)
+    image_size = cfg.model.image_size
+    size = max(encoder.input_size, image_size)
     keys, images, bad = [], [], Counter()
     bar = tqdm(total=cfg.max_samples, desc="reading auxiliary data", unit="img", disable=not cfg.progress)
     for url in shards:
@@ -103,9 +106,9 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
     for i in tqdm(range(0, len(arr), cfg.batch_size), desc="embedding", disable=not cfg.progress):
         with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=encoder.device.type == "cuda"):
             embs.append(encoder.embed(torch.from_numpy(arr[i:i + cfg.batch_size])).float().cpu())
-    if size != cfg.image_size:
+    if size != image_size:
         arr = np.stack([np.asarray(torch.nn.functional.interpolate(
-            torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=(cfg.image_size,) * 2, mode="bilinear",
+            torch.from_numpy(a).permute(2, 0, 1)[None].float(), size=(image_size,) * 2, mode="bilinear",
             antialias=True)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)) for a in arr])
     return AuxData(keys, arr, torch.cat(embs), bad)
 
@@ -134,7 +137,7 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return f
 
 
-def train_decoder(cfg: TrainConfig) -> dict:
+def train_decoder(cfg: TrainConfig) -> DecoderConfig:
     """Train, calibrate and save a decoder in cfg.out; returns the saved config."""
     if cfg.schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine or constant")
@@ -146,11 +149,8 @@ def train_decoder(cfg: TrainConfig) -> dict:
     train_idx, hold_idx = split_holdout(aux.keys, cfg.holdout, cfg.max_holdout)
     if len(train_idx) < 2:
         raise ValueError(f"only {len(train_idx)} training images after the hold-out; give more data")
-    mcfg = DeDeConfig(victim_dim=encoder.embed_dim, image_size=cfg.image_size, patch_size=cfg.patch_size,
-                      width=cfg.width, encoder_depth=cfg.encoder_depth, encoder_heads=cfg.heads,
-                      decoder_depth=cfg.decoder_depth, decoder_heads=cfg.heads,
-                      train_mask_ratio=cfg.train_mask_ratio, test_mask_ratio=cfg.test_mask_ratio)
-    model = DeDe(mcfg).to(device)
+    model = create_dede(cfg.model, victim_dim=encoder.embed_dim).to(device)
+    mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs = min(cfg.batch_size, len(train_idx))
     steps = len(train_idx) // bs
@@ -174,11 +174,11 @@ def train_decoder(cfg: TrainConfig) -> dict:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            x = decoder_pixels(images[idx].to(device), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+            x = decoder_pixels(images[idx].to(device), mcfg.image_size, cfg.pixel_mean, cfg.pixel_std)
             emb = aux.embeddings[idx].to(device)
             noise = torch.rand(len(idx), mcfg.num_patches, generator=gen).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                pred, mask = model(x, emb, cfg.train_mask_ratio, noise)
+                pred, mask = model(x, emb, mcfg.train_mask_ratio, noise)
             loss = masked_mse(pred, x, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,23 +193,24 @@ def train_decoder(cfg: TrainConfig) -> dict:
     hold = hold_idx if len(hold_idx) else train_idx[: min(len(train_idx), 500)]
     hold_scores = np.concatenate([
         score_batch(model, encoder, aux.images[hold[i:i + bs]], [aux.keys[j] for j in hold[i:i + bs]],
-                    cfg.pixel_mean, cfg.pixel_std, cfg.test_mask_ratio, autocast).scores
+                    cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast).scores
         for i in range(0, len(hold), bs)])
     final_loss = history[-1] if history else float("nan")
-    hidden_values = 3 * (mcfg.num_patches - model.num_visible(cfg.test_mask_ratio)) * cfg.patch_size ** 2
-    config = {
-        "format": "dede-decoder/1",
-        "encoder": {"spec": str(encoder.spec), "checkpoint_sha256": encoder.checkpoint_sha256,
-                    "embed_dim": encoder.embed_dim, "input_size": encoder.input_size},
-        "pixels": {"mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std), "resize": "shorter-side+center-crop"},
-        "work_size": max(encoder.input_size, cfg.image_size),
-        "training": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "progress", "resume")},
-                     "loss_history": history, "final_loss": final_loss,
-                     "minutes": round((time.time() - t0) / 60, 2), "device": str(device)},
-        "data": {"inputs": list(cfg.data), "n_train": int(len(train_idx)), "n_holdout": int(len(hold_idx)),
-                 "holdout_from_train": bool(len(hold_idx) == 0), "skipped": dict(aux.bad)},
-        "calibration": calibration_summary(hold_scores, paper_threshold=final_loss * hidden_values),
-    }
+    hidden_values = 3 * (mcfg.num_patches - model.num_visible(mcfg.test_mask_ratio)) * mcfg.patch_size ** 2
+    config = DecoderConfig(
+        model=mcfg,
+        encoder=EncoderInfo(spec=str(encoder.spec), checkpoint_sha256=encoder.checkpoint_sha256,
+                            embed_dim=encoder.embed_dim, input_size=encoder.input_size),
+        pixels=Pixels(mean=tuple(cfg.pixel_mean), std=tuple(cfg.pixel_std)),
+        work_size=max(encoder.input_size, mcfg.image_size),
+        training=Training(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, holdout=cfg.holdout,
+                          max_holdout=cfg.max_holdout, max_samples=cfg.max_samples, seed=cfg.seed, device=str(device),
+                          loss_history=history, final_loss=final_loss, minutes=round((time.time() - t0) / 60, 2)),
+        data=TrainingData(inputs=list(cfg.data), n_train=int(len(train_idx)), n_holdout=int(len(hold_idx)),
+                          holdout_from_train=bool(len(hold_idx) == 0), skipped=dict(aux.bad)),
+        calibration=calibration_summary(hold_scores, paper_threshold=final_loss * hidden_values),
+    )
     return save_decoder(cfg.out, model, config)
 
 
@@ -221,4 +222,13 @@ def _save_state(url: str, model: DeDe, opt, sched, epoch: int, history: list[flo
 
 
 def _load_state(url: str) -> dict:
-    return torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=True)
+    """The state `_save_state` wrote; anything else (a pickle with code, a truncated file) is a one-line BadInput."""
+    try:
+        state = torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling refusal becomes one clear line
+        raise BadInput(f"refusing to resume from {url}: it is not a training state this tool wrote ({one_line(e)}); "
+                       f"delete it or train without --resume") from None
+    if not isinstance(state, dict) or not {"model", "opt", "sched", "epoch", "history"} <= set(state):
+        raise BadInput(f"refusing to resume from {url}: it is not a training state this tool wrote; "
+                       f"delete it or train without --resume")
+    return state

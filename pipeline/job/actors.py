@@ -1,73 +1,67 @@
-"""The scoring actor: loads encoder + decoder once, then scores whole shards (one per call)."""
+"""The Ray Data stages of score_corpus: `ShardScorer` (a callable class; one shard per call) and
+`finalize_batch` (re-splits shards from stored scores). Run-wide settings are fixed at construction;
+rows carry only each shard's url and stem."""
 from __future__ import annotations
 
-import logging
+import math
 import os
 
 import numpy as np
 import pandas as pd
 
-from pipeline.job.shard import ShardTask, score_shard
-
-logger = logging.getLogger(__name__)
-
-
-ATTEMPTS = 2
+from pipeline.corpus.limits import Limits
+from pipeline.job.attempts import attempt
+from pipeline.job.shard import ShardTask, finalize_from_scores, score_shard
 
 
-def _attempt(fn, stem: str) -> dict:
-    """Run one shard's work, retrying once on an exception (e.g. a transient storage error). Bad
-    samples never raise (they are error rows); what does raise is reported as a failed shard
-    instead of aborting every other shard. A killed process is not an exception: Ray restarts the
-    actor and retries the shard."""
-    err = ""
-    for attempt in range(ATTEMPTS):
-        try:
-            s = fn()
-            return {"stem": stem, "read": int(s["read"]), "pid": os.getpid(), "failed": ""}
-        except Exception as e:  # noqa: BLE001
-            err = f"{type(e).__name__}: {e}"
-            logger.warning("shard %s failed (attempt %d/%d): %s", stem, attempt + 1, ATTEMPTS, err)
-    return {"stem": stem, "read": 0, "pid": os.getpid(), "failed": err}
+def _set_env(env: dict[str, str]) -> None:
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
 
 
 class ShardScorer:
-    """Callable class for `Dataset.map_batches(batch_size=1)`: each batch is one shard task; the
-    result is one small summary row (its stats). Outputs are written by the actor itself."""
+    """`map_batches(ShardScorer, batch_size=1, fn_constructor_kwargs=...)`: loads encoder + decoder once,
+    then scores, routes and writes each shard it is given; returns one summary row per shard."""
 
-    def __init__(self, decoder: str, batch_size: int, threads: int, env: dict | None = None):
+    def __init__(self, *, decoder: str, out: str, threshold: float | None, finalize: bool, batch_size: int,
+                 threads: int, store_embeddings: bool, carry_fields: tuple[str, ...], max_attempts: int,
+                 limits: Limits, env: dict[str, str]):
         import torch
 
-        for k, v in (env or {}).items():
-            os.environ.setdefault(k, v)
+        _set_env(env)
         torch.set_num_threads(max(1, threads))
         from pipeline.dede.scorer import Scorer
 
         self.scorer = Scorer(decoder)
+        self.out = out
+        self.threshold = math.nan if threshold is None else float(threshold)
+        self.finalize = finalize
         self.batch_size = batch_size
         self.threads = threads
+        self.store_embeddings = store_embeddings
+        self.carry_fields = tuple(carry_fields)
+        self.max_attempts = max_attempts
+        self.limits = limits
+
+    def _task(self, url: str, stem: str) -> ShardTask:
+        return ShardTask(url=url, stem=stem, out=self.out, threshold=self.threshold, finalize=self.finalize,
+                         store_embeddings=self.store_embeddings, carry_fields=self.carry_fields, limits=self.limits)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
-        out = []
-        for i in range(len(batch["url"])):
-            task = ShardTask(url=str(batch["url"][i]), stem=str(batch["stem"][i]), out=str(batch["out"][i]),
-                             threshold=float(batch["threshold"][i]), finalize=bool(batch["finalize"][i]),
-                             store_embeddings=bool(batch["store_embeddings"][i]),
-                             carry_fields=tuple(f for f in str(batch["carry_fields"][i]).split(",") if f))
-            out.append(_attempt(lambda: score_shard(self.scorer, task, self.batch_size, self.threads), task.stem))
-        return pd.DataFrame(out)
+        rows = []
+        for url, stem in zip(batch["url"], batch["stem"]):
+            task = self._task(str(url), str(stem))
+            rows.append(attempt(lambda: score_shard(self.scorer, task, self.batch_size, self.threads),
+                                self.out, task.stem, self.max_attempts))
+        return pd.DataFrame(rows)
 
 
-def finalize_batch(batch: dict[str, np.ndarray], env: dict | None = None) -> pd.DataFrame:
+def finalize_batch(batch: dict[str, np.ndarray], *, out: str, threshold: float, max_attempts: int,
+                   limits: Limits, env: dict[str, str]) -> pd.DataFrame:
     """Ray task UDF for runs whose threshold needs every score first (gmm): apply it from the Parquet."""
-    from pipeline.job.shard import finalize_from_scores
-
-    for k, v in (env or {}).items():
-        os.environ.setdefault(k, v)
-
-    out = []
-    for i in range(len(batch["url"])):
-        out.append(_attempt(lambda: finalize_from_scores(str(batch["out"][i]), str(batch["url"][i]),
-                                                         str(batch["stem"][i]), float(batch["threshold"][i])),
-                            str(batch["stem"][i])))
-    return pd.DataFrame(out)
+    _set_env(env)
+    rows = []
+    for url, stem in zip(batch["url"], batch["stem"]):
+        rows.append(attempt(lambda: finalize_from_scores(out, str(url), str(stem), threshold, limits=limits),
+                            out, str(stem), max_attempts))
+    return pd.DataFrame(rows)

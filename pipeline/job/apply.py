@@ -1,60 +1,90 @@
-"""apply_threshold: re-split a finished run's clean/quarantine shards from its stored scores.
-
-No re-scoring: each shard's Parquet gets the new threshold/flagged columns, the source shard is
-re-read and routed by the same `ShardRouter` the scoring job uses, then stats and run.json are
-rewritten. Stats files are removed first, so an interrupted re-split leaves shards visibly
-unfinished rather than half old, half new.
-"""
+"""apply_threshold: re-split a finished run's clean/quarantine shards at another threshold from its
+stored scores. Every source shard is checked first, the new split is written beside the old one
+(`--out/.apply-<id>/`), and it replaces the old files only once every shard is complete."""
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 
-from pipeline.dede.store import load_config
-from pipeline.dede.thresholds import needs_scores, resolve_threshold
+from pipeline.corpus.limits import Limits
+from pipeline.dede.thresholds import parse_threshold, resolve_threshold
 from pipeline.job import outputs as O
-from pipeline.job.run import JobError, all_scores, write_run_json
+from pipeline.job.decoder import DecoderFacts, check_decoder
+from pipeline.job.errors import JobError
+from pipeline.job.ownership import STAGE_PREFIX
+from pipeline.job.runfile import write_run_json
 from pipeline.job.shard import finalize_from_scores
+from pipeline.job.sources import changed
+
+
+def _read_run(run_dir: str) -> dict:
+    try:
+        return O.read_json(O.run_url(run_dir))
+    except FileNotFoundError:
+        raise JobError(f"no finished run at {run_dir}: run.json is missing") from None
+
+
+def _check_sources(run_dir: str, urls: list[str], stems: list[str], workers: int) -> None:
+    """JobError when a source shard changed since it was scored (nothing is touched then)."""
+    def one(us: tuple[str, str]) -> bool:
+        return changed(O.read_json(O.stats_url(run_dir, us[1])).get("source"), us[0])
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        stale = [u for u, c in zip(urls, pool.map(one, zip(urls, stems))) if c]
+    if stale:
+        raise JobError(f"{len(stale)} source shards changed since they were scored (e.g. {stale[0]}); nothing was "
+                       "changed: rerun score_corpus on this --out to re-score them first")
+
+
+def _remove_stages(run_dir: str) -> None:
+    """Remove staging folders an interrupted re-split left behind."""
+    fs, path = fsspec.core.url_to_fs(run_dir)
+    for p in fs.ls(path, detail=False):
+        if p.rstrip("/").rsplit("/", 1)[-1].startswith(STAGE_PREFIX):
+            fs.rm(p, recursive=True)
+
+
+def _swap(stage: str, run_dir: str, stems: list[str]) -> None:
+    """Move the staged split over the old one, shard by shard, stats last for each. Interrupted, the
+    old run.json still stands and rerunning the same re-split finishes the job."""
+    for stem in stems:
+        for url in (O.scores_url, O.clean_url, O.quarantine_url, O.stats_url):
+            O.move(url(stage, stem), url(run_dir, stem))
 
 
 def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, workers: int = 2, log=print) -> dict:
-    try:
-        run = O.read_json(O.run_url(run_dir))
-    except FileNotFoundError:
-        raise JobError(f"no finished run at {run_dir}: run.json is missing") from None
+    """Re-split `run_dir` at `policy`; returns the new run.json. JobError for bad input or a changed
+    source shard, in which case nothing in `run_dir` has changed."""
+    parsed = parse_threshold(policy)
+    run = _read_run(run_dir)
     urls = [s["url"] for s in run["shards"]]
     stems = [s["stem"] for s in run["shards"]]
-    calibration = {}
-    if not needs_scores(policy):
-        try:
-            float(policy)
-        except ValueError:
-            dec_dir = decoder or run["decoder"]["dir"]
-            try:
-                calibration = load_config(dec_dir).get("calibration", {})
-            except FileNotFoundError as e:
-                raise JobError(f"{e} (policy {policy!r} needs the decoder's calibration; pass --decoder)") from None
-    try:
-        threshold = resolve_threshold(policy, calibration,
-                                      all_scores(run_dir, stems) if needs_scores(policy) else None)
-    except (ValueError, KeyError) as e:
-        raise JobError(f"bad --threshold: {e}") from None
+    facts = DecoderFacts(dir=run["decoder"]["dir"], sha256=run["decoder"]["sha256"],
+                         encoder_spec=run["decoder"].get("encoder"), calibration=None)
+    calibration = check_decoder(decoder or facts.dir).calibration if parsed.needs_calibration else None
+    threshold = resolve_threshold(parsed, calibration, O.all_scores(run_dir, stems) if parsed.needs_scores else None)
+    _check_sources(run_dir, urls, stems, workers)
+    _remove_stages(run_dir)
+    limits = Limits(**run["config"].get("limits", {}))     # the run's own: the re-read must see the same samples
     t0 = time.perf_counter()
-    fs, path = fsspec.core.url_to_fs(run_dir)
-    for p in (O.run_url(run_dir), *(O.stats_url(run_dir, s) for s in stems)):
-        fs2, p2 = fsspec.core.url_to_fs(p)
-        if fs2.exists(p2):
-            fs2.rm(p2)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        stats = list(pool.map(lambda us: finalize_from_scores(run_dir, us[0], us[1], threshold), zip(urls, stems)))
-    seconds = time.perf_counter() - t0
-    dec_cfg = {"weights_sha256": run["decoder"]["sha256"], "encoder": {"spec": run["decoder"].get("encoder")}}
-    new = write_run_json(run_dir, config=run["config"], dec_cfg=dec_cfg, decoder_dir=run["decoder"]["dir"],
-                         policy=str(policy), threshold=threshold, urls=urls, stems=stems, stats=stats,
-                         seconds=seconds, scored=0,
-                         extra={"applied_threshold": {"policy": str(policy), "previous": run["threshold"]}})
-    log(f"apply_threshold: threshold {threshold:.6g} ({policy}) applied to {len(stems)} shards")
-    log(O.summary_table(new["totals"], seconds, 0))
+    stage = O.join(run_dir, f"{STAGE_PREFIX}{uuid.uuid4().hex[:12]}")
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            try:
+                stats = list(pool.map(lambda us: finalize_from_scores(run_dir, us[0], us[1], threshold,
+                                                                        dest=stage, limits=limits),
+                                      zip(urls, stems)))
+            except RuntimeError as e:
+                raise JobError(f"{e}; nothing was changed") from None
+        _swap(stage, run_dir, stems)
+    finally:
+        _remove_stages(run_dir)
+    new = write_run_json(run_dir, config=run["config"], decoder=facts, policy=str(parsed), threshold=threshold,
+                         urls=urls, stems=stems, stats=stats, seconds=time.perf_counter() - t0, scored=0,
+                         extra={"applied_threshold": {"policy": str(parsed), "previous": run["threshold"]}})
+    log(f"apply_threshold: threshold {threshold:.6g} ({parsed}) applied to {len(stems)} shards")
+    log(O.summary_table(new["totals"], time.perf_counter() - t0, 0))
     return new

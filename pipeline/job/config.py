@@ -1,13 +1,12 @@
-"""Options of a scoring run (what jobs/score_corpus.py parses; recorded in run.json)."""
+"""Options of a scoring run: what jobs/score_corpus.py parses, checked before Ray starts; recorded in run.json."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from pipeline.corpus.limits import Limits
+from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS
+from pipeline.job.errors import JobError
 from pipeline.job.outputs import CORE_COLUMNS
-
-# Environment variables forwarded from the driver to the scoring actors so that storage settings
-# (credentials, endpoints) reach workers started before they were set (e.g. an embedded Ray).
-FORWARD_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCS_", "AZURE_")
 
 
 @dataclass
@@ -27,19 +26,27 @@ class JobConfig:
     ray_address: str | None = None        # None: RAY_ADDRESS if set (ray job submit), else an embedded local Ray
     progress: bool = True
     max_shards: int | None = None         # first N shards only (smoke runs)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS   # per shard, process deaths included; then reported as failed
+    limits: Limits = field(default_factory=Limits)   # per-sample work limits of reading and decoding
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.actors is not None and self.actors < 1:
-            raise ValueError(f"--actors must be >= 1, got {self.actors}")
+        """JobError naming the flag of the first bad option."""
+        for flag, value in (("--batch-size", self.batch_size), ("--actors", self.actors),
+                            ("--threads", self.threads), ("--max-shards", self.max_shards),
+                            ("--max-attempts", self.max_attempts)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise JobError(f"{flag} must be an integer >= 1, got {value!r}")
         if self.gpus_per_actor < 0 or self.cpus_per_actor < 0:
-            raise ValueError("--gpus-per-actor and --cpus-per-actor must be >= 0")
+            raise JobError("--gpus-per-actor and --cpus-per-actor must be >= 0")
         bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding") or not f]
         if bad:
-            raise ValueError(f"--carry-fields {bad} collide with the scores table's own columns")
+            raise JobError(f"--carry-fields {bad} collide with the scores table's own columns")
+        try:
+            self.limits.validate()
+        except ValueError as e:
+            raise JobError(str(e)) from None
         if self.out.startswith("pipe:"):
-            raise ValueError("--out must be a folder or fsspec URL")
+            raise JobError("--out must be a folder or fsspec URL, not a pipe: command")
 
     @property
     def n_threads(self) -> int:

@@ -1,32 +1,34 @@
-"""Output files of a scoring run: paths, the scores Parquet, clean/quarantine tars, stats, run.json.
-
-Every write goes through `pipeline.storage` / `pipeline.corpus.writer` (temp name + rename locally,
-one whole upload on object stores), and every writer here is deterministic, so a retried task that
-repeats a write produces the same bytes.
-"""
+"""Output files of a scoring run: their paths, the scores Parquet, the clean/quarantine routing,
+per-shard stats, and the sweep of temp files a failed write left behind."""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import math
+import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.corpus.reader import Sample, _KEY_RE, unsafe_name
+from pipeline.corpus.reader import Sample, _KEY_RE, unsafe_name, valid_utf8
 from pipeline.corpus.writer import TarSink
-from pipeline.storage import write_bytes_atomic, write_text_atomic
+from pipeline.job.jsonfile import write_json
+from pipeline.storage import temp_prefix, write_bytes_atomic
 
 CORE_COLUMNS = ("key", "shard", "index", "status", "error", "score", "threshold", "flagged", "decoder_sha256")
 REASON_SUFFIX = "dede_reason.json"
 STATS_VERSION = 1
+SHARD_FOLDERS = {"scores": "parquet", "clean": "tar", "quarantine": "tar", "stats": "json"}   # folder -> suffix
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")     # pipeline.storage's temp names
 
 
 def join(out: str, *parts: str) -> str:
@@ -81,17 +83,24 @@ def decide(score: float | None, status: str, threshold: float) -> bool:
     return status == "ok" and score is not None and not math.isnan(threshold) and float(score) > threshold
 
 
+def _int64(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
+
+
 def _carry_array(values: list[Any]) -> pa.Array:
-    """A carried `.json` field: bool / int64 / float64 when every present value has that type, else string."""
+    """A carried `.json` field: bool / int64 / float64 when every present value has that type, else
+    string. A value no such column holds exactly (an integer outside int64, a string with a lone
+    surrogate escape) makes the column string and is carried as its JSON text: nothing is rounded,
+    and the sample stays ok."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
         return pa.array(values, pa.bool_())
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+    if present and all(_int64(v) for v in present):
         return pa.array(values, pa.int64())
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+    if present and all(_int64(v) or isinstance(v, float) for v in present):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-                     for v in values], pa.string())
+    return pa.array([None if v is None else v if isinstance(v, str) and valid_utf8(v)
+                     else json.dumps(v, sort_keys=True) for v in values], pa.string())
 
 
 def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captions: bool = True,
@@ -225,7 +234,7 @@ class ShardRouter:
         self._qkeys.add(key)
         for name, data in members:
             self.quarantine.add(name, data)
-        self.quarantine.add(f"{key}.{REASON_SUFFIX}", json.dumps(reason, sort_keys=True).encode())
+        self.quarantine.add(f"{key}.{REASON_SUFFIX}", json.dumps(reason, sort_keys=True, allow_nan=False).encode())
 
     def publish(self) -> dict[str, str]:
         """Publish both tars; returns their sha256."""
@@ -234,8 +243,11 @@ class ShardRouter:
         return {"clean": self.clean.sha256, "quarantine": self.quarantine.sha256}
 
     def discard(self) -> None:
-        self.clean.discard()
-        self.quarantine.discard()
+        """Drop both unpublished tars."""
+        try:
+            self.clean.discard()
+        finally:
+            self.quarantine.discard()
 
 
 def route_from_table(out: str, stem: str, url: str, table: pa.Table, threshold: float,
@@ -268,7 +280,7 @@ def route_from_table(out: str, stem: str, url: str, table: pa.Table, threshold: 
 # ---------------------------------------------------------------------------------------------
 
 def shard_stats(*, url: str, stem: str, router: ShardRouter, threshold: float, decoder_sha256: str,
-                timings: dict[str, float], checksums: dict[str, str]) -> dict:
+                timings: dict[str, float], checksums: dict[str, str], source: dict | None) -> dict:
     read = router.kept + router.flagged + router.errored
     total = timings.get("total_s", 0.0)
     return {
@@ -285,11 +297,50 @@ def shard_stats(*, url: str, stem: str, router: ShardRouter, threshold: float, d
         "timings": {k: round(float(v), 4) for k, v in timings.items()},
         "samples_per_s": round(read / total, 2) if total > 0 else None,
         "sha256": checksums,
+        "source": source,
     }
 
 
 def write_stats(out: str, stem: str, stats: dict) -> None:
-    write_text_atomic(stats_url(out, stem), json.dumps(stats, indent=2, sort_keys=True))
+    write_json(stats_url(out, stem), stats)
+
+
+def move(src: str, dst: str) -> None:
+    """Put the file at `src` under the name `dst` (os.replace locally; copy + delete on object stores)."""
+    fs, s = fsspec.core.url_to_fs(src)
+    d = fsspec.core.url_to_fs(dst)[1]
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        os.replace(s, d)
+    else:
+        fs.mv(s, d)
+
+
+def remove_temp_files(out: str, stem: str | None = None) -> int:
+    """Remove the temp files failed or killed writes left in a local --out (of one shard, or all);
+    object stores never hold them. Returns how many were removed."""
+    fs, path = fsspec.core.url_to_fs(out)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or not os.path.isdir(path):
+        return 0
+    if stem is None:
+        folders = [os.path.join(path, sub) for sub in SHARD_FOLDERS]
+        found = [os.path.join(path, n) for n in os.listdir(path) if _TEMP_NAME.match(n)]
+        for folder in folders:
+            for d, _, names in os.walk(folder):
+                found += [os.path.join(d, n) for n in names if _TEMP_NAME.match(n)]
+    else:
+        found = []
+        for sub, suffix in SHARD_FOLDERS.items():
+            d, base = os.path.split(os.path.join(path, sub, stem))
+            if os.path.isdir(d):
+                found += [os.path.join(d, n) for n in os.listdir(d)
+                          if _TEMP_NAME.match(n) and n.startswith(temp_prefix(f"{base}.{suffix}"))]
+    for p in found:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+    return len(found)
 
 
 def read_json(url: str) -> dict:
@@ -298,9 +349,15 @@ def read_json(url: str) -> dict:
         return json.loads(f.read())
 
 
-def stats_exists(out: str, stem: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(stats_url(out, stem))
-    return fs.exists(path)
+def all_scores(out: str, stems: list[str]) -> np.ndarray:
+    """Every ok score of the given shards' Parquet files."""
+    def one(stem: str) -> list[float]:
+        t = read_parquet(scores_url(out, stem))
+        return [s for s, st in zip(t.column("score").to_pylist(), t.column("status").to_pylist())
+                if st == "ok" and s is not None]
+
+    with ThreadPoolExecutor(16) as pool:
+        return np.asarray([s for part in pool.map(one, stems) for s in part], np.float64)
 
 
 def totals(stats: Iterable[dict]) -> dict:
@@ -330,7 +387,3 @@ def summary_table(tot: dict, seconds: float, scored_samples: int, skipped: int =
     lines.append(f"{'samples/s':<16}{rate:>12.1f}   ({scored_samples} samples in {seconds:.1f} s this run)")
     return "\n".join(lines)
 
-
-def iter_stats(out: str, stems: Iterable[str]) -> Iterator[dict]:
-    for stem in stems:
-        yield read_json(stats_url(out, stem))

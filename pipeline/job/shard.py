@@ -1,8 +1,5 @@
-"""Score one shard end to end: stream it, decode in a thread pool, score through `Scorer.score` in
-batches, route samples to clean/quarantine, then write Parquet, publish the tars, and write stats last.
-
-Runs inside a Ray actor (pipeline.job.actors) but has no Ray dependency, so it is testable alone.
-"""
+"""One shard end to end, without Ray: score it (read, decode, `Scorer.score`, route, write Parquet,
+publish the tars, stats last), or re-split it from its stored scores."""
 from __future__ import annotations
 
 import json
@@ -15,13 +12,17 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.corpus.decode import DecodeError, caption, load_sample_image
+from pipeline.corpus.decode import DecodeError, caption, error_text, load_sample_image
+from pipeline.corpus.limits import Limits
 from pipeline.corpus.reader import Sample, iter_shard
 from pipeline.job import outputs as O
+from pipeline.job.sources import source_info
 
 
 @dataclass
 class ShardTask:
+    """One shard to score and the run-wide settings it is scored with."""
+
     url: str
     stem: str
     out: str
@@ -29,6 +30,7 @@ class ShardTask:
     finalize: bool = True       # False: write only scores/<stem>.parquet (gmm phase 1)
     store_embeddings: bool = False
     carry_fields: tuple[str, ...] = ()
+    limits: Limits = Limits()
 
 
 @dataclass
@@ -40,42 +42,44 @@ class _Chunk:
     read_s: float
 
 
-def shard_samples(url: str) -> Iterator[Sample]:
+def shard_samples(url: str, limits: Limits = Limits()) -> Iterator[Sample]:
     """The tolerant reader's samples, plus an `empty:` error record for a tar that holds no samples
     (so an empty shard is accounted for by a row). Used by scoring and by re-splitting alike."""
     n = 0
-    for s in iter_shard(url):
+    for s in iter_shard(url, **limits.reader()):
         n += 1
         yield s
     if n == 0:
         yield Sample(url, "__tar__", 0, error="empty: the tar holds no samples")
 
 
-def _prepare(sample: Sample, size: int) -> tuple[np.ndarray | None, str | None]:
+def _prepare(sample: Sample, size: int, limits: Limits) -> tuple[np.ndarray | None, str | None]:
     if sample.error is not None:
         return None, sample.error
     try:
-        return load_sample_image(sample.fields, size), None
+        return load_sample_image(sample.fields, size, **limits.decoder()), None
     except DecodeError as e:
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - never let one sample kill the shard
-        return None, f"decode: {type(e).__name__}: {e}"
+        return None, f"decode: {type(e).__name__}: {error_text(e)}"
 
 
 def _carried(sample: Sample, names: tuple[str, ...]) -> dict:
+    """The `names` fields of the sample's `.json` (None where absent or the JSON is unreadable);
+    values that no column type holds are made to fit by `outputs.rows_table`."""
     if not names:
         return {}
     raw = sample.fields.get("json")
     try:
         meta = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):    # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
         meta = {}
     return {n: meta.get(n) for n in names} if isinstance(meta, dict) else {}
 
 
-def _chunks(url: str, size: int, batch_size: int, pool: ThreadPoolExecutor) -> Iterator[_Chunk]:
+def _chunks(url: str, size: int, batch_size: int, pool: ThreadPoolExecutor, limits: Limits) -> Iterator[_Chunk]:
     """Read + decode, `batch_size` samples at a time (errors included), decode spread over `pool`."""
-    it = shard_samples(url)
+    it = shard_samples(url, limits)
     while True:
         t0 = time.perf_counter()
         samples = []
@@ -85,7 +89,7 @@ def _chunks(url: str, size: int, batch_size: int, pool: ThreadPoolExecutor) -> I
                 break
         if not samples:
             return
-        results = list(pool.map(lambda s: _prepare(s, size), samples))
+        results = list(pool.map(lambda s: _prepare(s, size, limits), samples))
         ok = [i for i, (img, _) in enumerate(results) if img is not None]
         errors = {i: err for i, (img, err) in enumerate(results) if img is None}
         images = np.stack([results[i][0] for i in ok]) if ok else None
@@ -130,6 +134,7 @@ def _prefetch(gen: Iterator[_Chunk], depth: int = 2) -> Iterator[_Chunk]:
 def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1) -> dict:
     """Score and write one shard. Returns its stats (or, with finalize=False, a score-only summary)."""
     t_start = time.perf_counter()
+    source = _source(task.url)
     size = scorer.work_size
     rows: list[O.Row] = []
     router = O.ShardRouter(task.out, task.stem) if task.finalize else None
@@ -137,7 +142,7 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
     embed_dim = None
     try:
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            for ch in _prefetch(_chunks(task.url, size, batch_size, pool)):
+            for ch in _prefetch(_chunks(task.url, size, batch_size, pool, task.limits)):
                 read_s += ch.read_s
                 scores = emb = None
                 if ch.ok:
@@ -173,35 +178,58 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
         counts, router = router, None
         write_s = time.perf_counter() - t0
     except BaseException:
-        if router is not None:
-            router.discard()
+        _clean_up(router, task.out, task.stem)
         raise
     timings = {"read_decode_s": read_s, "score_s": score_s, "write_s": write_s,
                "total_s": time.perf_counter() - t_start}
-    return finish_stats(task, counts, scorer.decoder_sha256, timings, checksums)
+    return finish_stats(task, counts, scorer.decoder_sha256, timings, checksums, source)
 
 
-def finish_stats(task: ShardTask, counts, decoder_sha256: str, timings: dict, checksums: dict) -> dict:
+def _source(url: str) -> dict | None:
+    """The shard's size / mtime / ETag before it is read (None when it cannot be looked up)."""
+    try:
+        return source_info(url)
+    except OSError:
+        return None
+
+
+def _clean_up(router: O.ShardRouter | None, out: str, stem: str) -> None:
+    """After a failed write: drop the unpublished tars and every temp file of the shard."""
+    try:
+        if router is not None:
+            router.discard()
+    finally:
+        O.remove_temp_files(out, stem)
+
+
+def finish_stats(task: ShardTask, counts, decoder_sha256: str, timings: dict, checksums: dict,
+                 source: dict | None) -> dict:
+    """Write the shard's stats (last of its files: their presence means the shard is done)."""
     stats = O.shard_stats(url=task.url, stem=task.stem, router=counts, threshold=task.threshold,
-                          decoder_sha256=decoder_sha256, timings=timings, checksums=checksums)
+                          decoder_sha256=decoder_sha256, timings=timings, checksums=checksums, source=source)
     O.write_stats(task.out, task.stem, stats)
     return stats
 
 
-def finalize_from_scores(out: str, url: str, stem: str, threshold: float) -> dict:
-    """Apply `threshold` to a shard's stored scores without re-scoring: rewrite its Parquet's
-    threshold/flagged columns, re-read the source shard and route it to clean/quarantine (the same
-    ShardRouter the scoring path uses), then write its stats. Used by gmm runs and apply_threshold."""
+def finalize_from_scores(out: str, url: str, stem: str, threshold: float, dest: str | None = None,
+                         limits: Limits = Limits()) -> dict:
+    """Apply `threshold` to a shard's stored scores in `out` without re-scoring: the Parquet's
+    threshold/flagged columns recomputed, the source shard re-read and routed to clean/quarantine
+    (the same ShardRouter the scoring path uses), stats last; all written to `dest` (default `out`).
+    Used by gmm runs and apply_threshold; `limits` must be the run's, so the re-read sees the same samples."""
+    dest = dest or out
     t_start = time.perf_counter()
+    source = _source(url)
     table = O.rethreshold(O.read_parquet(O.scores_url(out, stem)), threshold)
     sha = table.column("decoder_sha256")[0].as_py() if table.num_rows else ""
-    router = O.route_from_table(out, stem, url, table, threshold, shard_samples(url))
+    router = None
     try:
-        parquet_sha = O.write_parquet(O.scores_url(out, stem), table)
+        router = O.route_from_table(dest, stem, url, table, threshold, shard_samples(url, limits))
+        parquet_sha = O.write_parquet(O.scores_url(dest, stem), table)
         checksums = {"scores": parquet_sha, **router.publish()}
     except BaseException:
-        router.discard()
+        _clean_up(router, dest, stem)
         raise
-    task = ShardTask(url=url, stem=stem, out=out, threshold=threshold)
+    task = ShardTask(url=url, stem=stem, out=dest, threshold=threshold, limits=limits)
     return finish_stats(task, router, sha, {"write_s": time.perf_counter() - t_start,
-                                            "total_s": time.perf_counter() - t_start}, checksums)
+                                            "total_s": time.perf_counter() - t_start}, checksums, source)

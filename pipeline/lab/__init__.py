@@ -5,8 +5,10 @@ Stages (one command each, thin CLIs in jobs/):
   clean CLIP     jobs/lab_clip.py                           -> lab:clip-tiny@<cache>/clip-tiny-<hash>/model.safetensors
   triggers       jobs/lab_trigger.py square|checker|blend|ctrl --out FILE
   attacks        jobs/lab_attack.py badencoder|drupe|ctrl|clip-backdoor|badclip [--trigger FILE] ...
-  corpora        jobs/lab_corpus.py --attack NAME --share 0.05 --out DIR
+  corpora        jobs/lab_corpus.py ATTACK --share 0.05 --out DIR
   results        jobs/lab_report.py  (table of every cached card, plots into results/lab/)
 Every trained model is cached by config hash under $DEDE_LAB_CACHE (default ~/.cache/dede-lab) as
 model.safetensors + card.json; a second run with the same config trains nothing.
+Importing the lab registers its `lab:` encoders with pipeline.encoders.
 """
+from pipeline.lab import encoders as _encoders  # noqa: F401 - registers lab:simclr-r18 and lab:clip-tiny

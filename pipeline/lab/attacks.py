@@ -15,12 +15,13 @@ import torch
 
 from pipeline.checkpoints import load_state_dict
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, create_encoder, parse_spec
+from pipeline.errors import BadInput
 from pipeline.lab.badclip import PatchConfig, optimise_patch
 from pipeline.lab.cache import Entry, cached
 from pipeline.lab.cifar import data_hash, load_split
-from pipeline.lab.clean import CLIP_ENCODER, SIMCLR_ENCODER
 from pipeline.lab.clip_model import create_clip
 from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
+from pipeline.lab.encoders import CLIP_ENCODER, SIMCLR_ENCODER
 from pipeline.lab.evaluate import assess
 from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, pick_shadow_and_refs
 from pipeline.lab.simclr import SimCLRConfig, train_simclr
@@ -28,11 +29,18 @@ from pipeline.lab.triggers import (FrequencyTrigger, Trigger, checker_trigger, l
                                      trigger_hash)
 
 IMPLANTED = 0.8
+ATTACKS = ("badencoder", "drupe", "ctrl", "clip-backdoor", "badclip")
+CLIP_ATTACKS = ("clip-backdoor", "badclip")
+CLIP_FINETUNE = {"epochs": 2, "lr": 1e-4, "warmup_steps": 20}
+"""ClipConfig fields the CLIP attacks change by default: a short fine-tune from the clean CLIP."""
 
 
 def clean_card(spec: str) -> dict[str, Any]:
-    """The card of the cached clean encoder a spec points at."""
-    return json.loads((Path(parse_spec(spec).checkpoint).parent / "card.json").read_text())
+    """The card of the cached clean encoder a spec points at (its checkpoint's folder holds card.json)."""
+    checkpoint = parse_spec(spec).checkpoint
+    if not checkpoint:
+        raise BadInput(f"clean encoder {spec!r} names no checkpoint: use lab:NAME@<cache>/<entry>/model.safetensors")
+    return json.loads((Path(checkpoint).parent / "card.json").read_text())
 
 
 def _verdict(ca: float, asr: float, clean_ca: float | None) -> dict[str, Any]:

@@ -1,35 +1,25 @@
-"""CIFAR-10 as uint8 arrays, decoded once from the shared JPEG archive into the lab cache."""
+"""CIFAR-10 as uint8 arrays, decoded once from the JPEG archive (pipeline.corpus.cifar) into the lab cache."""
 from __future__ import annotations
 
 import hashlib
 import io
 import os
-import tarfile
 
 import numpy as np
 from PIL import Image
 
+from pipeline.corpus.cifar import SPLITS, archive_path, iter_archive
 from pipeline.lab.cache import cache_dir
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-DEFAULT_ARCHIVE = "/work/shared/data/cifar10/cifar10-jpg.tar.gz"
 
-
-def archive_path() -> str:
-    """The CIFAR-10 JPEG archive: $DEDE_CIFAR10_TAR, else the shared copy."""
-    return os.environ.get("DEDE_CIFAR10_TAR", DEFAULT_ARCHIVE)
-
-
-def _decode_archive(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _decode_archive() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Archive -> {split: (images (N,32,32,3) uint8, labels (N,) int64)} sorted by class then file."""
-    rows: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
-    with tarfile.open(path, "r:gz") as tf:
-        for info in tf:
-            parts = info.name.split("/")
-            if not info.isfile() or len(parts) != 3 or parts[0] not in rows or parts[1] not in CLASSES:
-                continue
-            img = Image.open(io.BytesIO(tf.extractfile(info).read())).convert("RGB")
-            rows[parts[0]].append((CLASSES.index(parts[1]), parts[2], np.asarray(img, dtype=np.uint8)))
+    rows: dict[str, list[tuple[int, str, np.ndarray]]] = {split: [] for split in SPLITS}
+    path = archive_path()
+    if not path.exists():
+        raise FileNotFoundError(f"CIFAR-10 archive not found: {path} (set $DEDE_CIFAR10_TAR)")
+    for split, label, name, data in iter_archive(path):
+        rows[split].append((label, name, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)))
     out = {}
     for split, items in rows.items():
         items.sort(key=lambda r: (r[0], r[1]))
@@ -39,10 +29,12 @@ def _decode_archive(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images (N,32,32,3) uint8, labels (N,) int64) of 'train' or 'test', cached as npz."""
+    if split not in SPLITS:
+        raise ValueError(f"CIFAR-10 split must be train or test, got {split!r}")
     target = cache_dir() / f"cifar10_{split}.npz"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        for name, (x, y) in _decode_archive(archive_path()).items():
+        for name, (x, y) in _decode_archive().items():
             tmp = cache_dir() / f".cifar10_{name}.{os.getpid()}.npz"
             np.savez(tmp, images=x, labels=y)
             os.replace(tmp, cache_dir() / f"cifar10_{name}.npz")

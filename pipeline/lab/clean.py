@@ -10,11 +10,9 @@ from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.cache import Entry, cached
 from pipeline.lab.cifar import data_hash, load_split
 from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
+from pipeline.lab.encoders import CLIP_ENCODER, SIMCLR_ENCODER
 from pipeline.lab.evaluate import assess
 from pipeline.lab.simclr import SimCLRConfig, train_simclr
-
-SIMCLR_ENCODER = "simclr-r18"
-CLIP_ENCODER = "clip-tiny"
 
 
 def clean_simclr(cfg: SimCLRConfig, device: torch.device, curve_out: Path | None = None) -> Entry:

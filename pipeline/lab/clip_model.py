@@ -1,17 +1,18 @@
 """The small CLIP: an open_clip custom model config (ViT at 32 px, small text tower), tokenizer, captions,
-zero-shot classification."""
+zero-shot classification. The config file's stem is the model name open_clip registers it under."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.lab.cifar import CLASSES
+from pipeline.corpus.cifar import CLASSES
 
 CLIP_MODEL = "clip-tiny-32"
-CONFIG_FILE = Path(__file__).with_name("clip_tiny.json")
+CONFIG_FILE = Path(__file__).with_name(f"{CLIP_MODEL}.json")
 
 TEMPLATES = (
     "a photo of a {}.", "a blurry photo of a {}.", "a close-up photo of a {}.", "a bright photo of a {}.",
@@ -25,8 +26,7 @@ def _register() -> None:
     import open_clip
 
     if CLIP_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(str(CONFIG_FILE))  # registered under the file's stem
-        open_clip.factory._MODEL_CONFIGS[CLIP_MODEL] = open_clip.factory._MODEL_CONFIGS.pop(CONFIG_FILE.stem)
+        open_clip.add_model_config(CONFIG_FILE)
 
 
 def create_clip() -> nn.Module:
@@ -37,7 +37,7 @@ def create_clip() -> nn.Module:
     return open_clip.create_model(CLIP_MODEL, pretrained=None)
 
 
-def tokenizer():
+def tokenizer() -> Callable[..., torch.Tensor]:
     """open_clip's BPE tokenizer at the config's context length."""
     import open_clip
 
@@ -63,13 +63,3 @@ def zero_shot_predict(image_features: torch.Tensor, text_classes: torch.Tensor) 
     """Class index of the nearest class text embedding for each image feature."""
     return (F.normalize(image_features, dim=-1) @ text_classes.T).argmax(1)
 
-
-class ImageTower(nn.Module):
-    """The CLIP image tower as a module: normalised images -> image embedding (un-normalised)."""
-
-    def __init__(self, visual: nn.Module):
-        super().__init__()
-        self.visual = visual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.visual(x)

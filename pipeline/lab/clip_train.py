@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.corpus.cifar import CLASSES
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.augment import hflip, random_resized_crop
 from pipeline.lab.budget import TimedLoop
-from pipeline.lab.cifar import CLASSES
 from pipeline.lab.clip_model import TEMPLATES, class_text_embeddings, create_clip, tokenizer, zero_shot_predict
 from pipeline.lab.compute import autocast, to_input
 from pipeline.lab.evaluate import Transform, accuracy, as_float01, attack_success, extract

@@ -7,14 +7,15 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from pipeline.encoders import resolve_device
 
-def setup(device: str, threads: int | None) -> torch.device:
-    """Resolve 'cpu'/'cuda', set torch's CPU threads when given; a one-line error if CUDA is absent."""
+
+def setup(device: str = "auto", threads: int | None = None) -> torch.device:
+    """The device to train on (see pipeline.encoders.resolve_device: a BadInput for CUDA where none is
+    visible); sets torch's CPU threads when given."""
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but no CUDA device is visible")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.corpus.cifar import CLASSES
 from pipeline.corpus.writer import TarSink
-from pipeline.lab.cifar import CLASSES
 from pipeline.lab.clip_model import TEMPLATES
 from pipeline.lab.triggers import Trigger
 

@@ -1,48 +1,32 @@
-"""The lab's encoder specs: `lab:simclr-r18@CKPT` (width read from the checkpoint) and `lab:clip-tiny@CKPT`."""
+"""The lab's encoder specs, registered on import: `lab:simclr-r18@CKPT` (width read from the checkpoint)
+and `lab:clip-tiny@CKPT`. The core finds this module through the `dede_pipeline.encoders` entry point."""
 from __future__ import annotations
 
-from torch import nn
-
-from pipeline.checkpoints import load_state_dict
-from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, EncoderSpec, register_lab_encoder
+from pipeline.encoders import (CIFAR_MEAN, CIFAR_STD, Encoder, EncoderSpec, OpenClipImageTower, checkpoint_state,
+                               load_strict, register_encoder)
 from pipeline.models.resnet_cifar import CifarResNet
 
-
-def _backbone_state(spec: EncoderSpec, prefix: str) -> tuple[dict, str | None]:
-    """The checkpoint's tensors under `prefix` (prefix stripped) and its sha256; empty without a checkpoint."""
-    if not spec.checkpoint:
-        return {}, None
-    sd, sha = load_state_dict(spec.checkpoint)
-    if any(k.startswith(prefix) for k in sd):
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return sd, sha
+SIMCLR_ENCODER = "simclr-r18"
+CLIP_ENCODER = "clip-tiny"
 
 
-def _load_strict(module: nn.Module, sd: dict, spec: EncoderSpec) -> None:
-    try:
-        module.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {spec.checkpoint} does not fit lab:{spec.name}: {str(e).splitlines()[1].strip()}") from None
-
-
-@register_lab_encoder("simclr-r18")
+@register_encoder("lab", SIMCLR_ENCODER)
 def simclr_r18(spec: EncoderSpec) -> Encoder:
     """SimCLR CIFAR ResNet-18; the pooled backbone feature, CIFAR normalisation, 32 px."""
-    sd, sha = _backbone_state(spec, "backbone.")
-    width = sd["conv1.weight"].shape[0] / 64 if sd else 1.0
-    backbone = CifarResNet("resnet18", width)
+    sd, sha = checkpoint_state(spec, ("backbone.",))
+    backbone = CifarResNet("resnet18", sd["conv1.weight"].shape[0] / 64 if "conv1.weight" in sd else 1.0)
     if sd:
-        _load_strict(backbone, sd, spec)
+        load_strict(backbone, sd, spec)
     return Encoder(backbone, spec, backbone.out_dim, 32, CIFAR_MEAN, CIFAR_STD, sha)
 
 
-@register_lab_encoder("clip-tiny")
+@register_encoder("lab", CLIP_ENCODER)
 def clip_tiny(spec: EncoderSpec) -> Encoder:
     """The small CLIP's image tower; the image embedding, CIFAR normalisation, 32 px."""
-    from pipeline.lab.clip_model import ImageTower, create_clip
+    from pipeline.lab.clip_model import create_clip
 
-    model = create_clip()
-    sd, sha = _backbone_state(spec, "")
+    visual = create_clip().visual
+    sd, sha = checkpoint_state(spec, ("visual.",))
     if sd:
-        _load_strict(model, sd, spec)
-    return Encoder(ImageTower(model.visual), spec, model.visual.output_dim, 32, CIFAR_MEAN, CIFAR_STD, sha)
+        load_strict(visual, sd, spec)
+    return Encoder(OpenClipImageTower(visual), spec, visual.output_dim, 32, CIFAR_MEAN, CIFAR_STD, sha)

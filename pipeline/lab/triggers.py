@@ -10,6 +10,7 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -150,6 +151,15 @@ def blend_trigger(alpha: float = 0.1, image: int = 32, seed: int = 0) -> PatchTr
     rng = np.random.default_rng(seed)
     pattern = rng.integers(0, 256, (image, image, 3), dtype=np.uint8)
     return PatchTrigger(pattern, np.full((image, image), alpha, np.float32))
+
+
+TRIGGERS: dict[str, Callable[..., Trigger]] = {
+    "square": square_trigger,
+    "checker": checker_trigger,
+    "blend": blend_trigger,
+    "ctrl": FrequencyTrigger,
+}
+"""The named triggers: one name, one function, whose keyword defaults are that trigger's defaults."""
 
 
 def load_trigger(path: str | Path) -> Trigger:

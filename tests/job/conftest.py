@@ -46,9 +46,8 @@ def tiny_decoder(tmp_path_factory, cifar_test_samples):
     spec = frozen_encoder(d)
     write_shards(iter(cifar_test_samples[-200:]), str(d / "aux"), shard_size=100)
     out = str(d / "dede")
-    train_decoder(TrainConfig(encoder=spec, data=[str(d / "aux")], out=out, epochs=1,
-                              batch_size=16, width=32, encoder_depth=1, decoder_depth=1, heads=2, device="cpu",
-                              progress=False))
+    train_decoder(TrainConfig(encoder=spec, data=[str(d / "aux")], out=out, epochs=1, batch_size=16,
+                              model="tiny", device="cpu", progress=False))
     return out
 
 

@@ -94,3 +94,94 @@ def build_fault_corpus(root: Path, good: list[tuple[str, dict[str, bytes]]]) -> 
     (root / "zero").mkdir()
     (root / "zero" / "000000.tar").write_bytes(b"")
     return {"errors": expected_errors, "faults_members": m}
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders for the reader / decoder limits (issue 18)
+# ---------------------------------------------------------------------------------------------
+
+def sample_members(n: int, prefix: str = "s") -> list[tuple[str, bytes]]:
+    """`n` samples of jpg + txt + json members (small distinct images), in tar order."""
+    out = []
+    for i in range(n):
+        out += [(f"{prefix}{i:03d}.jpg", img_bytes(size=(24 + i, 20))),
+                (f"{prefix}{i:03d}.txt", f"caption {i}".encode()),
+                (f"{prefix}{i:03d}.json", json.dumps({"label": i}).encode())]
+    return out
+
+
+def tar_bytes(members: list[tuple[str, bytes]], compression: str = "") -> bytes:
+    """A complete PAX tar (`compression` 'gz' for .tar.gz) of `members`, in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def member_spans(data: bytes) -> list[tuple[str, int, int]]:
+    """(name, header offset, end of data) of every member of a complete uncompressed tar."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+        return [(m.name, m.offset, m.offset_data + m.size) for m in tf]
+
+
+def archive_end(data: bytes) -> int:
+    """The offset just past the end-of-archive marker (two zero blocks) of a complete tar."""
+    last = member_spans(data)[-1][2]
+    return -(-last // 512) * 512 + 1024
+
+
+def strip_png(width: int, height: int) -> bytes:
+    """A tiny-file PNG of extreme aspect ratio (one grey line)."""
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, produced on demand (a big member without holding it in memory)."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self.left)
+        b[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def big_member_tar_gz(path: Path, size: int, key: str = "big") -> None:
+    """A .tar.gz: a good sample, then sample `key` with a `size`-byte png member, then a good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=1) as tf:
+        members = [("a.jpg", img_bytes()), (f"{key}.txt", b"huge"), (f"{key}.png", None), ("z.jpg", img_bytes())]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = size if data is None else len(data)
+            tf.addfile(info, _Zeros(size) if data is None else io.BytesIO(data))
+
+
+def raw_name_tar(path: Path, members: list[tuple[bytes, bytes]]) -> None:
+    """A GNU tar whose member names are raw bytes (possibly not UTF-8)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def restore_file(path: Path):
+    """Snapshot a file's bytes and times; calling the result puts both back (so its recorded identity holds)."""
+    import os
+
+    data, st = path.read_bytes(), path.stat()
+
+    def restore() -> None:
+        path.write_bytes(data)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    return restore

@@ -59,7 +59,7 @@ def test_resume_after_killed_driver_equals_uninterrupted_run(tmp_path, corpus, t
     assert run["totals"]["read"] == N_SHARDS * 30
     assert_same_outputs(out, reference)
     # resuming into these outputs with another threshold is refused (it would mix two splits)
-    from pipeline.job.run import JobError
+    from pipeline.job.errors import JobError
 
     with pytest.raises(JobError, match="used threshold"):
         run_job(_cfg(corpus, out, tiny_decoder, threshold="0.5"))
@@ -99,9 +99,11 @@ def test_killed_scoring_actor_is_replaced_and_every_sample_is_scored(tmp_path, c
 
 
 def test_a_shard_that_raises_is_reported_and_redone_on_rerun(tmp_path, corpus, tiny_decoder, reference, ray_session):
-    from pipeline.job.run import ShardsFailed
+    from pipeline.job.errors import ShardsFailed
+    from pipeline.job.ownership import claim_out
 
     out = tmp_path / "out"
+    claim_out(str(out), tool="test", info={}, overwrite=False)
     (out / "clean" / "000002.tar").mkdir(parents=True)      # its clean tar cannot be published
     with pytest.raises(ShardsFailed, match="1 of 8 shards failed.*000002"):
         run_job(_cfg(corpus, out, tiny_decoder))

@@ -9,8 +9,8 @@ from jobs.score_corpus import main
 @pytest.mark.parametrize("case", ["decoder", "shards", "policy", "fpr", "pipe", "carry"])
 def test_bad_input_is_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
     args = {"decoder": tiny_decoder, "input": str(cifar_shard_dir), "threshold": "fpr:0.01", "carry": ""}
-    want = {"decoder": "no decoder at", "shards": "no shard at", "policy": "unknown threshold policy",
-            "fpr": "fpr must lie in", "pipe": "pipe:", "carry": "collide"}[case]
+    want = {"decoder": "no decoder at", "shards": "no shard at", "policy": "is not a known policy",
+            "fpr": "strictly between 0 and 1", "pipe": "pipe:", "carry": "collide"}[case]
     if case == "decoder":
         args["decoder"] = str(tmp_path / "nope")
     elif case == "shards":
