@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-aspect", type=cli.positive_float, default=d.max_aspect,
                     help=f"largest long-side / short-side ratio of one image (default {d.max_aspect:g})")
     ap.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+    ap.add_argument("--no-report", action="store_true",
+                    help="skip the analysis at the end (OUT/report: report.html, summary.json; jobs/analyze_scores.py)")
     return ap
 
 
@@ -63,7 +65,8 @@ def config(a: argparse.Namespace) -> JobConfig:
                      overwrite=a.overwrite, ray_address=a.ray_address, progress=not a.no_progress,
                      max_shards=a.max_shards, max_attempts=a.max_attempts,
                      limits=Limits(max_member_bytes=a.max_member_bytes, max_members=a.max_members,
-                                   max_pixels=a.max_pixels, max_aspect=a.max_aspect))
+                                   max_pixels=a.max_pixels, max_aspect=a.max_aspect),
+                     report=not a.no_report)
 
 
 def run(a: argparse.Namespace) -> None:

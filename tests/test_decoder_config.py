@@ -216,7 +216,7 @@ def test_presets():
     assert (small.width, small.encoder_depth, small.decoder_depth, small.decoder_heads, small.patch_size) == (128, 2, 2, 4, 8)
     tiny = DeDeConfig.preset("tiny", victim_dim=8)
     assert (tiny.width, tiny.encoder_depth, tiny.decoder_depth, tiny.encoder_heads, tiny.victim_dim) == (32, 1, 1, 2, 8)
-    assert DeDeConfig.preset("small", width=96).width == 96
+    assert DeDeConfig.preset("small", width=96).width == 96 == dede_small(width=96).width
     assert create_dede("tiny", victim_dim=8).cfg == tiny == create_dede(dede_tiny(), victim_dim=8).cfg
     assert TrainConfig(encoder=ENCODER, data=[], out="", model="small").model == small
     assert TrainConfig(encoder=ENCODER, data=[], out="").model == paper

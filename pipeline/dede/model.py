@@ -50,17 +50,19 @@ class DeDeConfig:
 
 def dede_tiny(**kw) -> DeDeConfig:
     """For tests: width 32, one encoder and one decoder block, 2 heads, 4 px patches (seconds on a CPU)."""
-    return DeDeConfig(width=32, encoder_depth=1, encoder_heads=2, decoder_depth=1, decoder_heads=2, **kw)
+    return replace(DeDeConfig(width=32, encoder_depth=1, encoder_heads=2, decoder_depth=1, decoder_heads=2), **kw)
 
 
 def dede_small(**kw) -> DeDeConfig:
     """The demo's and the CPU proof test's size: width 128, 2 + 2 blocks, 4 heads, 8 px patches."""
-    return DeDeConfig(width=128, patch_size=8, encoder_depth=2, encoder_heads=4, decoder_depth=2, decoder_heads=4, **kw)
+    return replace(DeDeConfig(width=128, patch_size=8, encoder_depth=2, encoder_heads=4, decoder_depth=2,
+                              decoder_heads=4), **kw)
 
 
 def dede_paper(**kw) -> DeDeConfig:
     """The paper's default: width 192 (the official code's), 6 encoder + 4 decoder blocks, 3 heads, 4 px patches."""
-    return DeDeConfig(width=192, patch_size=4, encoder_depth=6, encoder_heads=3, decoder_depth=4, decoder_heads=3, **kw)
+    return replace(DeDeConfig(width=192, patch_size=4, encoder_depth=6, encoder_heads=3, decoder_depth=4,
+                              decoder_heads=3), **kw)
 
 
 PRESETS: dict[str, Callable[..., DeDeConfig]] = {"tiny": dede_tiny, "small": dede_small, "paper": dede_paper}

@@ -77,6 +77,18 @@ class Scorer:
         return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std,
                            self.mask_ratio, self.autocast)
 
+    @torch.no_grad()
+    def reconstruct(self, images: np.ndarray | torch.Tensor, keys: Sequence[str]) -> np.ndarray:
+        """The decoder's reconstruction of each image from its embedding, with the key-seeded masks `score`
+        uses (visible patches show the input): (B, S, S, 3) uint8, S = the decoder's image size."""
+        _, target, pred, mask = reconstruct_batch(self.model, self.encoder, images, keys, self.pixel_mean,
+                                                  self.pixel_std, self.mask_ratio, self.autocast)
+        out = pred.float() * mask + target.float() * (1 - mask)
+        m = torch.tensor(self.pixel_mean, device=out.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.pixel_std, device=out.device).view(1, 3, 1, 1)
+        pixels = (out * s + m).clamp(0, 1).permute(0, 2, 3, 1)
+        return (pixels * 255).round().to(torch.uint8).cpu().numpy()
+
 
 def _create_encoder(decoder_dir: str, spec: str, device: torch.device) -> Encoder:
     """The victim encoder; a refused or unreadable checkpoint is one line naming the decoder."""
@@ -87,10 +99,11 @@ def _create_encoder(decoder_dir: str, spec: str, device: torch.device) -> Encode
 
 
 @torch.no_grad()
-def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
-                pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
-                autocast: bool = False) -> ScoreOutput:
-    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE."""
+def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
+                      pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
+                      autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embed and reconstruct with key-seeded masks at `mask_ratio`: (embedding, normalised target,
+    prediction, mask with 1 = hidden)."""
     if len(keys) != len(images):
         raise ValueError(f"{len(images)} images but {len(keys)} keys")
     dev = encoder.device
@@ -103,5 +116,15 @@ def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor
         target = decoder_pixels(x, model.cfg.image_size, pixel_mean, pixel_std)
         noise = key_noise(keys, model.cfg.num_patches).to(dev)
         pred, mask = model(target, emb, mask_ratio, noise)
+    return emb, target, pred, mask
+
+
+@torch.no_grad()
+def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
+                pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
+                autocast: bool = False) -> ScoreOutput:
+    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE."""
+    emb, target, pred, mask = reconstruct_batch(model, encoder, images, keys, pixel_mean, pixel_std,
+                                                mask_ratio, autocast)
     scores = masked_sse(pred, target, mask)
     return ScoreOutput(scores.float().cpu().numpy().astype(np.float32), emb.float().cpu().numpy().astype(np.float16))

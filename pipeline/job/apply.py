@@ -87,4 +87,8 @@ def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, worke
                          extra={"applied_threshold": {"policy": str(parsed), "previous": run["threshold"]}})
     log(f"apply_threshold: threshold {threshold:.6g} ({parsed}) applied to {len(stems)} shards")
     log(O.summary_table(new["totals"], time.perf_counter() - t0, 0))
+    if run["config"].get("report", True):
+        from pipeline.report.analyze import report_after_run
+
+        report_after_run(run_dir, "apply_threshold", False, log)     # the old report is stale now
     return new

@@ -28,6 +28,7 @@ class JobConfig:
     max_shards: int | None = None         # first N shards only (smoke runs)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS   # per shard, process deaths included; then reported as failed
     limits: Limits = field(default_factory=Limits)   # per-sample work limits of reading and decoding
+    report: bool = True                   # analyse the finished run into --out/report (jobs/analyze_scores.py)
 
     def validate(self) -> None:
         """JobError naming the flag of the first bad option."""

@@ -12,7 +12,7 @@ from pipeline.job.jsonfile import write_json
 
 MARKER = ".dede-run"
 MARKER_VERSION = 1
-OUTPUT_NAMES = ("run.json", "stats", "scores", "clean", "quarantine", ".attempts")   # what a run writes
+OUTPUT_NAMES = ("run.json", "stats", "scores", "clean", "quarantine", ".attempts", "report")   # what a run writes
 STAGE_PREFIX = ".apply-"                                                          # apply_threshold's staging
 
 

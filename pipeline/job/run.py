@@ -230,4 +230,8 @@ def _score(cfg: JobConfig, p: Plan, log) -> dict:
     run = write_run_json(cfg.out, config=cfg.to_dict(), decoder=p.decoder, policy=str(p.policy),
                          threshold=threshold, urls=p.urls, stems=p.stems, stats=stats, seconds=seconds, scored=scored)
     log(O.summary_table(run["totals"], seconds, scored, skipped))
+    if cfg.report:
+        from pipeline.report.analyze import report_after_run
+
+        report_after_run(cfg.out, "score_corpus", cfg.progress, log)
     return run

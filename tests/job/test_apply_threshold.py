@@ -30,12 +30,13 @@ def test_apply_threshold_equals_a_fresh_run(tmp_path, cifar_shard_dir, tiny_deco
     run = run_job(_cfg(cifar_shard_dir, first, tiny_decoder, "fpr:0.01"))
     stems = [s["stem"] for s in run["shards"]]
     scores = _scores(first, stems)
-    t = float(np.quantile(scores, 0.7))            # flags ~30%: far from the default
+    # far from the default's split (the tiny decoder's calibration varies from session to session)
+    t = float(np.quantile(scores, 0.7 if run["totals"]["flagged"] < 0.5 * len(scores) else 0.1))
     assert apply_main(["--run", str(first), "--threshold", repr(t)]) == 0
     new = json.loads((first / "run.json").read_text())
     check_json(new, "run.schema.json")
     assert new["threshold"]["value"] == t and new["applied_threshold"]["previous"]["policy"] == "fpr:0.01"
-    assert new["totals"]["flagged"] == int((scores > t).sum()) > run["totals"]["flagged"]
+    assert new["totals"]["flagged"] == int((scores > t).sum()) != run["totals"]["flagged"]
     np.testing.assert_array_equal(_scores(first, stems), scores)      # not re-scored
     for stem in stems:
         check_parquet(O.read_parquet(O.scores_url(str(first), stem)))

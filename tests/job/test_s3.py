@@ -43,6 +43,7 @@ def test_s3_in_and_out(s3, cifar_test_samples, tiny_decoder, ray_session):
     s3.invalidate_cache()
     found = sorted(p.split("runs/r1/", 1)[1] for p in s3.find("corpus/runs/r1"))
     assert found == [".dede-run", "clean/000000.tar", "clean/000001.tar", "quarantine/000000.tar", "quarantine/000001.tar",
+                     "report/flagged.parquet", "report/keep.parquet", "report/report.html", "report/summary.json",
                      "run.json", "scores/000000.parquet", "scores/000001.parquet", "stats/000000.json",
                      "stats/000001.json"]
     check_json(O.read_json(O.run_url(out)), "run.schema.json")

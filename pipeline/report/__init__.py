@@ -1,0 +1,1 @@
+"""The Parquet score analysis of a scoring run: the verdict, its figures, removal lists and report.html."""
