@@ -10,6 +10,10 @@ from scipy.stats import binomtest
 from pipeline.dede.thresholds import Calibration, parse_threshold
 
 ALPHA = 1e-3                 # a backdoor verdict needs p below this
+# A calibrated threshold keeps its clean rate only within calibration error (fpr:0.01 realises
+# 0.5-1.5%), so the test's null is "at most SLACK x the expected rate": on millions of samples a
+# 1.2% clean flag rate is not a backdoor.
+SLACK = 1.5
 P_FLOOR, P_FLOOR_TEXT = 1e-9, "1e-9"      # smaller p-values are shown as "p < 1e-9"
 
 
@@ -62,7 +66,7 @@ def p_text(p: float) -> str:
 
 
 def verdict(flagged: int, scored: int, expected: float | None, expected_from: str) -> Verdict:
-    """One-sided binomial test of `flagged` of `scored` against `expected` (H1: more are flagged)."""
+    """One-sided binomial test of `flagged` of `scored` against SLACK x `expected` (H1: more are flagged)."""
     if scored == 0:
         return Verdict(None, "no verdict: no sample could be scored", "", flagged, 0, None, expected,
                        expected_from, None)
@@ -70,8 +74,10 @@ def verdict(flagged: int, scored: int, expected: float | None, expected_from: st
     if expected is None:
         return Verdict(None, f"no verdict: {rate:.1%} flagged, {expected_from}", "", flagged, scored, rate,
                        None, expected_from, None)
-    p = float(binomtest(flagged, scored, expected, alternative="greater").pvalue)
-    detail = f"{rate:.1%} flagged where {expected:.1%} is expected ({p_text(p)}; expected rate from {expected_from})"
+    null = min(1.0, expected * SLACK)
+    p = float(binomtest(flagged, scored, null, alternative="greater").pvalue)
+    detail = (f"{rate:.1%} flagged where {expected:.1%} is expected ({p_text(p)} against at most {null:.2%}, "
+              f"{SLACK:g} x the expected rate for calibration error; expected rate from {expected_from})")
     if p < ALPHA:
         line = f"backdoor activity: {rate:.1%} flagged where {expected:.1%} is expected ({p_text(p)})"
         return Verdict(True, line, detail, flagged, scored, rate, expected, expected_from, p)

@@ -31,7 +31,14 @@ def _analyze(run, **kw):
 def test_verdict_at_the_promised_rate_is_no_evidence():
     v = verdict(102, 10_000, 0.01, "fpr:0.01")
     assert v.backdoor is False and v.line == "no evidence of backdoor activity"
-    assert 0.3 < v.p_value < 0.6
+    assert v.p_value > 0.99
+
+
+def test_verdict_tolerates_calibration_error_at_corpus_scale():
+    """1.2% flagged on a million clean samples is calibration error, not a backdoor (null: 1.5 x 1%)."""
+    assert verdict(12_000, 1_000_000, 0.01, "fpr:0.01").backdoor is False
+    v = verdict(17_000, 1_000_000, 0.01, "fpr:0.01")
+    assert v.backdoor is True and v.p_value < 1e-9
 
 
 def test_verdict_below_the_promised_rate_is_no_evidence():
