@@ -7,7 +7,8 @@
   lab_attack.py badclip    --clean lab:clip-tiny@CKPT [--share 0.01] [--pairs N] [--trigger-out FILE]
 
 --epochs, --lr, --batch-size and --max-minutes default to the attack's config: FinetuneConfig
-(BadEncoder, DRUPE), SimCLRConfig (CTRL), ClipConfig with attacks.CLIP_FINETUNE (CLIP attacks).
+(BadEncoder, DRUPE), SimCLRConfig (CTRL), ClipConfig with attacks.CLIP_SCRATCH (CLIP-Backdoor, trained
+from scratch unless --init clean) or attacks.CLIP_FINETUNE (BadCLIP, CLIP-Backdoor --init clean).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pipeline import cli  # noqa: E402
 from pipeline.errors import BadInput  # noqa: E402
 from pipeline.lab import attacks  # noqa: E402
 from pipeline.lab.badclip import PatchConfig  # noqa: E402
+from pipeline.lab.cache import Entry  # noqa: E402
 from pipeline.lab.clip_train import ClipConfig  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
 from pipeline.lab.finetune import FinetuneConfig  # noqa: E402
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
     ap.add_argument("--share", type=float, default=0.01, help="CLIP attacks: poisoned share of the pairs")
+    ap.add_argument("--init", choices=["scratch", "clean"], default="scratch",
+                    help="CLIP-Backdoor: train the small CLIP from scratch on the poisoned pairs, or fine-tune the clean one")
     ap.add_argument("--pairs", type=cli.positive_int, default=None, help="CLIP attacks: train on a seeded subset of this many pairs")
     ap.add_argument("--patch-size", type=cli.positive_int, default=PatchConfig.size, help="BadCLIP patch side (px)")
     ap.add_argument("--patch-steps", type=cli.positive_int, default=PatchConfig.steps)
@@ -59,28 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run(a: argparse.Namespace) -> None:
-    if a.attack in NEEDS_CLEAN and not a.clean:
-        raise BadInput(f"{a.attack} needs --clean SPEC")
-    device = setup(a.device, a.threads)
+def config(a: argparse.Namespace) -> FinetuneConfig | SimCLRConfig | ClipConfig:
+    """The training config the flags describe: the attack's config dataclass, defaults where no flag is given."""
     given = {k: v for k, v in {"epochs": a.epochs, "lr": a.lr, "batch": a.batch_size, "max_minutes": a.max_minutes}.items()
              if v is not None}
     if a.attack in ("badencoder", "drupe"):
         given.pop("max_minutes", None)
-        cfg = FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
-                             drupe_separation=a.drupe_separation, target=a.target, seed=a.seed, **given)
-        entry = attacks.badencoder(a.clean, attacks.trigger_for(a.attack, a.trigger), cfg, device)
-    elif a.attack == "ctrl":
-        cfg = SimCLRConfig(width=a.width, seed=a.seed, **given)
-        entry = attacks.ctrl(attacks.trigger_for("ctrl", a.trigger), a.ratio, a.target, cfg, device, a.clean)
-    else:
-        cfg = ClipConfig(seed=a.seed, **{**attacks.CLIP_FINETUNE, **given})
-        if a.attack == "clip-backdoor":
-            entry = attacks.clip_backdoor(a.clean, attacks.trigger_for(a.attack, a.trigger), a.share, a.target, cfg,
-                                          device, a.pairs)
-        else:
-            pcfg = PatchConfig(size=a.patch_size, steps=a.patch_steps, target=a.target, seed=a.seed)
-            entry = attacks.badclip(a.clean, pcfg, a.share, cfg, device, a.trigger_out, a.pairs)
+        return FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
+                              drupe_separation=a.drupe_separation, target=a.target, seed=a.seed, **given)
+    if a.attack == "ctrl":
+        return SimCLRConfig(width=a.width, seed=a.seed, **given)
+    base = attacks.CLIP_SCRATCH if a.attack == "clip-backdoor" and a.init == "scratch" else attacks.CLIP_FINETUNE
+    return ClipConfig(seed=a.seed, **{**base, **given})
+
+
+def attack(a: argparse.Namespace) -> Entry:
+    """Run the attack the flags describe, or fetch it from the lab cache."""
+    if a.attack in NEEDS_CLEAN and not a.clean:
+        raise BadInput(f"{a.attack} needs --clean SPEC")
+    device = setup(a.device, a.threads)
+    cfg = config(a)
+    if a.attack in ("badencoder", "drupe"):
+        return attacks.badencoder(a.clean, attacks.trigger_for(a.attack, a.trigger), cfg, device)
+    if a.attack == "ctrl":
+        return attacks.ctrl(attacks.trigger_for("ctrl", a.trigger), a.ratio, a.target, cfg, device, a.clean)
+    if a.attack == "clip-backdoor":
+        return attacks.clip_backdoor(a.clean, attacks.trigger_for(a.attack, a.trigger), a.share, a.target, cfg,
+                                     device, a.pairs, a.init == "scratch")
+    pcfg = PatchConfig(size=a.patch_size, steps=a.patch_steps, target=a.target, seed=a.seed)
+    return attacks.badclip(a.clean, pcfg, a.share, cfg, device, a.trigger_out, a.pairs)
+
+
+def run(a: argparse.Namespace) -> None:
+    entry = attack(a)
     print(json.dumps({k: v for k, v in entry.card.items() if k not in ("curve", "history")}, indent=2))
 
 

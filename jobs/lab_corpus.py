@@ -26,7 +26,7 @@ from pipeline.storage import write_text_atomic  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     ap = cli.parser(__doc__)
     ap.add_argument("attack", choices=ATTACKS, help="attack recorded in the ground truth (ctrl: clean-label)")
-    ap.add_argument("--trigger", help="trigger .npz (default: the attack's own; BadCLIP: its card's trigger.npz)")
+    ap.add_argument("--trigger", help="trigger .npz (default: the attack's own; BadCLIP: the trigger.npz of the newest cached BadCLIP card)")
     ap.add_argument("--split", choices=SPLITS, default="test")
     ap.add_argument("--share", type=float, default=0.05, help="share of samples carrying the trigger")
     ap.add_argument("--target", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Write a trigger .npz: BadEncoder's white square, a checkerboard patch, a noise blend, or CTRL's frequency trigger.
+"""Write a trigger .npz: BadEncoder's white square, a checkerboard patch, a bar, a noise blend, or CTRL's frequency trigger.
 
 Each trigger's flags and defaults are those of its function in pipeline.lab.triggers (TRIGGERS), so a
 name always means the trigger the attacks use: `lab_trigger.py checker --out FILE` is their checker.

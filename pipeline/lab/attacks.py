@@ -17,7 +17,7 @@ from pipeline.checkpoints import load_state_dict
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, create_encoder, parse_spec
 from pipeline.errors import BadInput
 from pipeline.lab.badclip import PatchConfig, optimise_patch
-from pipeline.lab.cache import Entry, cached
+from pipeline.lab.cache import Entry, cache_dir, cached, newest
 from pipeline.lab.cifar import data_hash, load_split
 from pipeline.lab.clip_model import create_clip
 from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
@@ -32,7 +32,10 @@ IMPLANTED = 0.8
 ATTACKS = ("badencoder", "drupe", "ctrl", "clip-backdoor", "badclip")
 CLIP_ATTACKS = ("clip-backdoor", "badclip")
 CLIP_FINETUNE = {"epochs": 2, "lr": 1e-4, "warmup_steps": 20}
-"""ClipConfig fields the CLIP attacks change by default: a short fine-tune from the clean CLIP."""
+"""ClipConfig fields a CLIP attack that fine-tunes the clean CLIP changes by default: a short fine-tune."""
+CLIP_SCRATCH = {"epochs": 3}
+"""ClipConfig fields CLIP-Backdoor trained from scratch changes by default: the clean small CLIP's recipe
+(lab_clip.py --epochs 3), so the victim trains like the clean CLIP but on the poisoned pairs."""
 
 
 def clean_card(spec: str) -> dict[str, Any]:
@@ -109,17 +112,19 @@ def poison_pairs(images: np.ndarray, labels: np.ndarray, trigger: Trigger, share
 
 
 def _clip_poison_run(name: str, clean_spec: str, trigger: Trigger, share: float, target: int, pairs: int | None,
-                     cfg: ClipConfig, device: torch.device, extra: dict[str, Any]) -> Entry:
+                     cfg: ClipConfig, device: torch.device, extra: dict[str, Any], scratch: bool = False) -> Entry:
+    """Train the small CLIP on poisoned pairs: from scratch, or from the clean CLIP (whose zero-shot CA the
+    verdict compares with either way; only scratch runs record `init`, so fine-tune configs keep their hash)."""
     train, test = load_split("train"), load_split("test")
     card = clean_card(clean_spec)
     config = {"attack": name, "clean": card["weights_sha256"], "trigger": trigger_hash(trigger), "share": share,
-              "target": target, "pairs": pairs, **cfg.to_dict(), **extra}
+              "target": target, "pairs": pairs, **cfg.to_dict(), **extra, **({"init": "scratch"} if scratch else {})}
 
     def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         trigger.save(folder / "trigger.npz")
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train[0]))[:pairs or len(train[0])])
         images, caps, idx = poison_pairs(train[0][keep], train[1][keep], trigger, share, target, cfg.seed)
-        init, _ = load_state_dict(parse_spec(clean_spec).checkpoint)
+        init = None if scratch else load_state_dict(parse_spec(clean_spec).checkpoint)[0]
         model, curve, minutes = train_clip(cfg, images, caps, *test, device, init=init, curve_path=folder / "curve.jsonl")
         scores = zero_shot(model, *test, device, trigger=trigger.apply, target=target)
         return model.state_dict(), {"stage": name, "clean_spec": clean_spec, "data_hash": data_hash(images, caps),
@@ -130,10 +135,10 @@ def _clip_poison_run(name: str, clean_spec: str, trigger: Trigger, share: float,
 
 
 def clip_backdoor(clean_spec: str, trigger: Trigger, share: float, target: int, cfg: ClipConfig,
-                  device: torch.device, pairs: int | None = None) -> Entry:
-    """CLIP-Backdoor: train the small CLIP (from the clean one) on `pairs` train pairs (all by default) of
-    which `share` carry the patch and a caption naming the target class."""
-    return _clip_poison_run("clip-backdoor", clean_spec, trigger, share, target, pairs, cfg, device, {})
+                  device: torch.device, pairs: int | None = None, scratch: bool = True) -> Entry:
+    """CLIP-Backdoor: train the small CLIP (from scratch as Carlini & Terzis, or from the clean one) on `pairs`
+    train pairs (all by default) of which `share` carry the patch and a caption naming the target class."""
+    return _clip_poison_run("clip-backdoor", clean_spec, trigger, share, target, pairs, cfg, device, {}, scratch)
 
 
 def badclip(clean_spec: str, patch_cfg: PatchConfig, share: float, cfg: ClipConfig, device: torch.device,
@@ -161,11 +166,15 @@ DEFAULT_TRIGGERS = {
 
 
 def trigger_for(attack: str, path: str | None) -> Trigger:
-    """The trigger file given, else the attack's default trigger."""
+    """The trigger file given, else the attack's default trigger; BadCLIP's is the patch it optimised,
+    the trigger.npz of the newest cached BadCLIP card."""
     if path:
         return load_trigger(path)
-    if attack not in DEFAULT_TRIGGERS:
-        raise ValueError(f"{attack} has no default trigger: pass --trigger FILE")
+    if attack == "badclip":
+        entry = newest("badclip")
+        if entry is None:
+            raise BadInput(f"no BadCLIP card in the lab cache {cache_dir()}: run lab_attack.py badclip or pass --trigger FILE")
+        return load_trigger(entry.folder / "trigger.npz")
     return DEFAULT_TRIGGERS[attack]()
 
 

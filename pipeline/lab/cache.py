@@ -72,6 +72,13 @@ def lookup(name: str, config: dict[str, Any]) -> Entry | None:
     return None
 
 
+def newest(name: str) -> Entry | None:
+    """The most recently finished cached entry named `name` (any config), or None when there is none."""
+    found = [Entry(c.parent, json.loads(c.read_text())) for c in cache_dir().glob(f"{name}-*/card.json")
+             if (c.parent / "model.safetensors").exists()]
+    return max(found, key=lambda e: e.card.get("finished", ""), default=None)
+
+
 TrainFn = Callable[[Path], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 

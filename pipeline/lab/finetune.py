@@ -26,19 +26,27 @@ from pipeline.lab.evaluate import as_float01, extract
 from pipeline.lab.triggers import Trigger
 
 
+DRUPE_ONLY = ("drupe_", "sw_projections")
+"""Prefixes of the fields only DRUPE reads: they are not part of a BadEncoder run's config (nor its hash)."""
+
+
 @dataclass
 class FinetuneConfig:
-    """Everything that decides a BadEncoder/DRUPE run besides the clean encoder and trigger."""
+    """Everything that decides a BadEncoder/DRUPE run besides the clean encoder and trigger.
+
+    Defaults (what each implants: results/encoders.md, its matrix): 12 epochs at DRUPE's lr 0.05, 10
+    references nearest the target class's mean clean feature, and DRUPE's separation thresholds taken from
+    the references' clean cosine."""
 
     method: str = "badencoder"
-    epochs: int = 10
+    epochs: int = 12
     batch: int = 128
-    lr: float = 0.01
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     shadow: int = 5000
-    references: int = 3
-    reference_pick: str = "first"
+    references: int = 10
+    reference_pick: str = "central"
     target: int = 0
     lambda1: float = 1.0
     lambda2: float = 1.0
@@ -47,13 +55,17 @@ class FinetuneConfig:
     drupe_adapt_after: int = 20
     drupe_cost_sw: float = 1e-3
     drupe_cost_conc: float = 0.1
-    drupe_separation: str = "absolute"
+    drupe_separation: str = "clean"
     sw_projections: int = 64
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that decide a run of `method` (BadEncoder's leave out DRUPE's)."""
+        out = asdict(self)
+        if self.method == "drupe":
+            return out
+        return {k: v for k, v in out.items() if not k.startswith(DRUPE_ONLY)}
 
 
 def freeze_batchnorm(net: nn.Module) -> None:

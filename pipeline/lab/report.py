@@ -93,10 +93,10 @@ def curve_table(curves: dict[str, Path], metric: str, every: float = 5.0) -> str
     return "\n".join(lines)
 
 
-def fill(document: Path, generated: str) -> None:
-    """Replace what lies between the BEGIN and END markers of `document` with `generated`."""
+def fill(document: Path, generated: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the `begin` and `end` markers of `document` with `generated`."""
     text = document.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{document} has no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    document.write_text(f"{head}{BEGIN}\n{generated}\n{END}{rest.split(END, 1)[1]}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{document} has no {begin} ... {end} block to fill")
+    head, rest = text.split(begin, 1)
+    document.write_text(f"{head}{begin}\n{generated}\n{end}{rest.split(end, 1)[1]}")

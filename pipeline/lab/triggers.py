@@ -146,8 +146,18 @@ def checker_trigger(size: int = 6, start: int = 25, image: int = 32) -> PatchTri
     return PatchTrigger(pattern, mask)
 
 
-def blend_trigger(alpha: float = 0.1, image: int = 32, seed: int = 0) -> PatchTrigger:
-    """A full-image uniform-noise pattern blended with weight `alpha`."""
+def bar_trigger(length: int = 16, thickness: int = 3, row: int = 1, col: int = 8, image: int = 32,
+                value: int = 255) -> PatchTrigger:
+    """A `value` horizontal bar of `thickness` x `length` px with its top-left corner at (row, col)."""
+    pattern = np.zeros((image, image, 3), np.uint8)
+    mask = np.zeros((image, image), np.float32)
+    pattern[row:row + thickness, col:col + length] = value
+    mask[row:row + thickness, col:col + length] = 1
+    return PatchTrigger(pattern, mask)
+
+
+def blend_trigger(alpha: float = 0.2, image: int = 32, seed: int = 0) -> PatchTrigger:
+    """A full-image uniform-noise pattern blended with weight `alpha` (0.2: Chen et al. 2017's blended injection)."""
     rng = np.random.default_rng(seed)
     pattern = rng.integers(0, 256, (image, image, 3), dtype=np.uint8)
     return PatchTrigger(pattern, np.full((image, image), alpha, np.float32))
@@ -156,6 +166,7 @@ def blend_trigger(alpha: float = 0.1, image: int = 32, seed: int = 0) -> PatchTr
 TRIGGERS: dict[str, Callable[..., Trigger]] = {
     "square": square_trigger,
     "checker": checker_trigger,
+    "bar": bar_trigger,
     "blend": blend_trigger,
     "ctrl": FrequencyTrigger,
 }

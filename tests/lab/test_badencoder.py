@@ -7,7 +7,7 @@ import torch
 
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, separation_thresholds, sliced_wasserstein
-from pipeline.lab.triggers import square_trigger
+from pipeline.lab.triggers import Trigger, bar_trigger, blend_trigger, square_trigger
 from pipeline.models.resnet_cifar import CifarResNet
 
 
@@ -16,13 +16,13 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
 
 
-def _run(method: str, epochs: int) -> tuple[CifarResNet, list[dict[str, float]]]:
+def _run(method: str, epochs: int, trigger: Trigger | None = None) -> tuple[CifarResNet, list[dict[str, float]]]:
     torch.manual_seed(0)
     shadow, refs = _data()
     clean = CifarResNet("resnet18", 0.125)
     cfg = FinetuneConfig(method=method, epochs=epochs, batch=16, lr=0.05, drupe_warmup_epochs=0, drupe_full_from=0)
-    net, history, minutes = backdoor_finetune(clean, cfg, shadow, refs, square_trigger(), CIFAR_MEAN, CIFAR_STD,
-                                              torch.device("cpu"))
+    net, history, minutes = backdoor_finetune(clean, cfg, shadow, refs, trigger or square_trigger(), CIFAR_MEAN,
+                                              CIFAR_STD, torch.device("cpu"))
     assert len(history) == epochs and minutes > 0
     return clean, history
 
@@ -38,6 +38,20 @@ def test_tiny_drupe_run_reports_its_distribution_and_concentration_terms():
     h = history[0]
     assert {"sw", "sim_b2b", "std_refs", "l3"} <= set(h)
     assert h["sw"] > 0 and -1 <= h["sim_b2b"] <= 1 and h["std_refs"] >= 0
+
+
+@pytest.mark.parametrize("trigger", [bar_trigger(), blend_trigger()], ids=["bar", "blend"])
+def test_tiny_drupe_run_backdoor_loss_falls_on_a_trigger_other_than_the_default(trigger):
+    _, history = _run("drupe", 4, trigger)
+    assert history[-1]["l0"] < history[0]["l0"] - 0.005
+
+
+def test_badencoder_config_leaves_out_drupe_only_fields():
+    bad, drupe = FinetuneConfig(method="badencoder").to_dict(), FinetuneConfig(method="drupe").to_dict()
+    assert not any(k.startswith("drupe_") or k == "sw_projections" for k in bad)
+    assert set(drupe) - set(bad) == {"drupe_warmup_epochs", "drupe_full_from", "drupe_adapt_after", "drupe_cost_sw",
+                                     "drupe_cost_conc", "drupe_separation", "sw_projections"}
+    assert FinetuneConfig(method="badencoder", drupe_separation="absolute").to_dict() == bad
 
 
 def test_sliced_wasserstein_is_zero_for_equal_clouds_and_grows_with_shift():

@@ -75,3 +75,31 @@ def test_jpeg_members_keep_the_ctrl_trigger_mostly():
     residual = back.astype(float) - x[0]
     wanted = t.astype(float) - x[0]
     assert (residual * wanted).sum() / (wanted * wanted).sum() > 0.7   # most of the trigger survives encoding
+
+
+def _badclip_entry(cache, name: str, finished: str, size: int) -> str:
+    """A fake cached BadCLIP entry whose trigger is a `size` px checkerboard; returns its trigger hash."""
+    from pipeline.lab.triggers import checker_trigger, trigger_hash
+
+    folder = cache / name
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "card.json").write_text(json.dumps({"finished": finished}))
+    trigger = checker_trigger(size=size, start=12)
+    trigger.save(folder / "trigger.npz")
+    return trigger_hash(trigger)
+
+
+def test_badclip_corpus_takes_the_newest_badclip_cards_patch_by_default(tiny_cache, tmp_path, capsys):
+    from jobs.lab_corpus import main
+
+    out = tmp_path / "corpus"
+    argv = ["badclip", "--out", str(out), "--limit", "40", "--share", "0.1"]
+    assert main(argv) == 2
+    assert "no BadCLIP card in the lab cache" in capsys.readouterr().err
+    _badclip_entry(tiny_cache, "badclip-aaaa", "2026-01-02 10:00:00", 4)
+    newest = _badclip_entry(tiny_cache, "badclip-bbbb", "2026-01-03 10:00:00", 8)
+    _badclip_entry(tiny_cache, "badclip-cccc", "2026-01-01 10:00:00", 6)
+    assert main(argv) == 0
+    card = json.loads((out / "corpus.json").read_text())
+    assert card["trigger"] == newest and card["poisoned"] == 4

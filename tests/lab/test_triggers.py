@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.lab.triggers import (FrequencyTrigger, PatchTrigger, blend_trigger, blockwise_dct, load_trigger,
+from pipeline.lab.triggers import (FrequencyTrigger, PatchTrigger, bar_trigger, blend_trigger, blockwise_dct, load_trigger,
                                    rgb_to_yuv, square_trigger, trigger_hash)
 
 
@@ -20,6 +20,14 @@ def test_square_trigger_sets_rows_cols_21_to_30_white_and_keeps_the_rest():
     outside = np.ones((32, 32), bool)
     outside[21:31, 21:31] = False
     assert (y[:, outside] == x[:, outside]).all()
+
+
+def test_bar_trigger_whitens_exactly_its_rows_and_cols():
+    x = _images()
+    y = bar_trigger(length=12, thickness=2, row=4, col=5).apply_uint8(x)
+    inside = np.zeros((32, 32), bool)
+    inside[4:6, 5:17] = True
+    assert (y[:, inside] == 255).all() and (y[:, ~inside] == x[:, ~inside]).all()
 
 
 def test_blend_is_convex_combination_of_image_and_pattern():
