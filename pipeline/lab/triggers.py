@@ -129,11 +129,7 @@ class FrequencyTrigger(Trigger):
 
 def square_trigger(size: int = 10, start: int = 21, image: int = 32, value: int = 255) -> PatchTrigger:
     """BadEncoder's patch: a `value` square of `size` px at rows/cols start..start+size-1."""
-    pattern = np.zeros((image, image, 3), np.uint8)
-    mask = np.zeros((image, image), np.float32)
-    pattern[start:start + size, start:start + size] = value
-    mask[start:start + size, start:start + size] = 1
-    return PatchTrigger(pattern, mask)
+    return _solid(image, slice(start, start + size), slice(start, start + size), value)
 
 
 def checker_trigger(size: int = 6, start: int = 25, image: int = 32) -> PatchTrigger:
@@ -149,10 +145,15 @@ def checker_trigger(size: int = 6, start: int = 25, image: int = 32) -> PatchTri
 def bar_trigger(length: int = 16, thickness: int = 3, row: int = 1, col: int = 8, image: int = 32,
                 value: int = 255) -> PatchTrigger:
     """A `value` horizontal bar of `thickness` x `length` px with its top-left corner at (row, col)."""
+    return _solid(image, slice(row, row + thickness), slice(col, col + length), value)
+
+
+def _solid(image: int, rows: slice, cols: slice, value: int) -> PatchTrigger:
+    """A patch of one grey `value` over rows x cols of an `image`-px square."""
     pattern = np.zeros((image, image, 3), np.uint8)
     mask = np.zeros((image, image), np.float32)
-    pattern[row:row + thickness, col:col + length] = value
-    mask[row:row + thickness, col:col + length] = 1
+    pattern[rows, cols] = value
+    mask[rows, cols] = 1
     return PatchTrigger(pattern, mask)
 
 
