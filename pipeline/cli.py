@@ -22,7 +22,7 @@ import sys
 import traceback
 from typing import Callable, NoReturn, Sequence
 
-from pipeline.errors import BadInput, WorkFailed
+from pipeline.errors import BadInput, WorkFailed, describe, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -72,20 +72,12 @@ def positive_float(text: str) -> float:
     return x
 
 
-def one_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message (its type name when it has none)."""
-    for line in str(e).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(e).__name__
-
-
 def fail(prog: str, e: BaseException, code: int, debug: bool) -> int:
     """Print `e` as one line (or its traceback with --debug) and return the exit code."""
     if debug:
         traceback.print_exception(e)
     elif code == EXIT_FAILED and not isinstance(e, WorkFailed):
-        print(f"{prog}: failed: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
+        print(f"{prog}: failed: {describe(e)} (rerun with --debug for the traceback)",
               file=sys.stderr)
     else:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)

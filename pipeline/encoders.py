@@ -161,11 +161,6 @@ def register_encoder(kind: str, name: str | None = None) -> Callable[[Builder], 
     return deco
 
 
-def register_lab_encoder(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: build `lab:NAME[@CKPT]` with the decorated function (register_encoder("lab", name))."""
-    return register_encoder("lab", name)
-
-
 def _kinds() -> set[str]:
     return {kind for kind, _ in _BUILDERS}
 

@@ -12,3 +12,17 @@ class BadInput(ValueError):
 
 class WorkFailed(RuntimeError):
     """Work that was attempted and failed (some shards, a training); rerunning may succeed."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__
+
+
+def describe(e: BaseException) -> str:
+    """`Type: first line of the message`, or just `Type` when the message is empty."""
+    text = one_line(e)
+    return type(e).__name__ if text == type(e).__name__ else f"{type(e).__name__}: {text}"

@@ -11,6 +11,7 @@ import torch
 
 from pipeline.checkpoints import save_safetensors
 from pipeline.dede.config import SCHEMA, DecoderConfig, load_decoder_config
+from pipeline.schemas import load as load_schema
 from pipeline.dede.model import PRESETS, DeDeConfig, create_dede, dede_paper, dede_small, dede_tiny
 from pipeline.dede.scorer import Scorer
 from pipeline.dede.store import check_decoder, load_decoder
@@ -71,7 +72,7 @@ def trained(tmp_path_factory, cifar_test_samples):
 
 def test_trained_folder_matches_the_schema_and_round_trips(trained):
     raw = json.loads((trained / "dec" / "config.json").read_text())
-    jsonschema.validate(raw, json.loads(SCHEMA.read_text()))
+    jsonschema.validate(raw, load_schema(SCHEMA))
     cfg = check_decoder(str(trained / "dec"))
     assert isinstance(cfg, DecoderConfig) and cfg.model == dede_tiny(victim_dim=64)
     assert cfg.encoder.spec == ENCODER and cfg.encoder.embed_dim == 64 and cfg.calibration.n == cfg.data.n_holdout

@@ -21,7 +21,7 @@ from pipeline.corpus.ingest import write_shards
 from pipeline.dede.model import dede_small
 from pipeline.dede.scorer import Scorer
 from pipeline.dede.train import TrainConfig, train_decoder
-from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, register_lab_encoder
+from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, register_encoder
 from pipeline.models.resnet_cifar import CifarResNet
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def test_decoder_flags_simulated_backdoor(tmp_path, cifar_test_samples):
     airplane = next(f for _, f in train if f["cls"] == b"0")
     reference = load_sample_image(airplane, 32)
 
-    @register_lab_encoder("test-simulated-backdoor")
+    @register_encoder("lab", "test-simulated-backdoor")
     def _build(spec):
         backbone = SimulatedBackdoor(reference)
         return Encoder(backbone, spec, backbone.net.out_dim, 32, CIFAR_MEAN, CIFAR_STD)

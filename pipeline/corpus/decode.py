@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipeline.errors import one_line
+
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pnm")
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -59,8 +61,7 @@ def error_text(e: BaseException) -> str:
     (`at 0x7f...`) removed, so the same bad input always gives the same text."""
     if isinstance(e, Image.UnidentifiedImageError):
         return "cannot identify image file"
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return _ADDRESS.sub("", lines[0]) if lines else type(e).__name__
+    return _ADDRESS.sub("", one_line(e))
 
 
 def _resized(width: int, height: int, size: int) -> tuple[int, int]:

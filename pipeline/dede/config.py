@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 from pipeline.checkpoints import read_bytes
 from pipeline.dede.model import DeDeConfig
 from pipeline.dede.thresholds import Calibration
 from pipeline.errors import BadInput
+from pipeline.schemas import load as load_schema
 
 FORMAT = "dede-decoder/1"
 CONFIG = "config.json"
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "decoder.schema.json"
+SCHEMA = "decoder.schema.json"
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ def validate_config(obj: object, where: str) -> DecoderConfig:
     """A parsed config.json -> DecoderConfig; a one-line BadInput naming `where` and the field otherwise."""
     import jsonschema
 
-    schema = json.loads(SCHEMA.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    errors = sorted(jsonschema.Draft202012Validator(load_schema(SCHEMA)).iter_errors(obj), key=lambda e: list(e.absolute_path))
     if errors:
         raise BadInput(f"{where}: {_describe(jsonschema.exceptions.best_match(errors))}; "
                        f"retrain the decoder with jobs/train_decoder.py")

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from pipeline.cli import one_line
 from pipeline.dede.model import DeDe, masked_sse
 from pipeline.dede.store import load_decoder
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy, resolve_threshold
 from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, one_line
 
 
 def key_noise(keys: Sequence[str], num_patches: int) -> torch.Tensor:

@@ -12,10 +12,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from pipeline.checkpoints import read_bytes, save_safetensors, sha256_bytes
-from pipeline.cli import one_line
 from pipeline.dede.config import CONFIG, DecoderConfig, load_decoder_config
 from pipeline.dede.model import DeDe, create_dede
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, one_line
 from pipeline.storage import write_text_atomic
 
 WEIGHTS = "model.safetensors"

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from pipeline.corpus.decode import DecodeError, load_sample_image
 from pipeline.corpus.reader import iter_shard
 from pipeline.corpus.shards import expand_shards
-from pipeline.cli import one_line
 from pipeline.dede.config import DecoderConfig, EncoderInfo, Pixels, Training, TrainingData
 from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse
 from pipeline.dede.scorer import decoder_pixels, score_batch
@@ -28,7 +27,7 @@ from pipeline.dede.store import save_decoder
 from pipeline.dede.thresholds import calibration_summary
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, one_line
 from pipeline.storage import exists, write_bytes_atomic
 
 STATE = "train_state.pt"

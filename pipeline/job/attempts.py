@@ -8,6 +8,7 @@ import os
 
 import fsspec
 
+from pipeline.errors import describe
 from pipeline.job.jsonfile import write_json
 from pipeline.job.outputs import join, read_json
 
@@ -59,7 +60,7 @@ def attempt(work, out: str, stem: str, max_attempts: int) -> dict:
             clear(out, stem)
             return _row(stem, int(s["read"]), "")
         except Exception as e:  # noqa: BLE001 - a failed shard is reported, never aborts the others
-            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+            error = describe(e)
             logger.warning("shard %s failed: %s", stem, error)
             try:
                 write_json(record_url(out, stem), {"attempts": n + 1, "error": error})

@@ -9,6 +9,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.corpus.shards import expand_shards
+from pipeline.errors import describe
 from pipeline.job.errors import JobError
 from pipeline.job.ownership import MARKER, is_marked
 
@@ -41,8 +42,7 @@ def _expand(item: str) -> list[str]:
     except (FileNotFoundError, ValueError) as e:
         raise JobError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - unreachable hosts, missing credentials: one line naming the URL
-        detail = str(e).splitlines()[0] if str(e) else ""
-        raise JobError(f"cannot list --input {item}: {type(e).__name__}: {detail}".rstrip(": ")) from None
+        raise JobError(f"cannot list --input {item}: {describe(e)}") from None
 
 
 def resolve_inputs(inputs: list[str], out: str) -> list[str]:

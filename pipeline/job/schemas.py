@@ -1,17 +1,11 @@
-"""Check output files against the machine-readable schemas in <repo>/schemas/."""
+"""Check output files against the machine-readable schemas in <repo>/schemas/ (`pipeline.schemas`)."""
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-
-
-def load(name: str) -> dict:
-    return json.loads((SCHEMA_DIR / name).read_text())
+from pipeline.schemas import load
 
 
 def check_json(obj: dict, schema_name: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from pipeline.lab.cache import Entry
 from pipeline.lab.report import fill
 from pipeline.lab.triggers import TRIGGERS, Trigger, trigger_hash
+from pipeline.storage import write_text_atomic
 
 GRID_TRIGGERS: dict[str, tuple[str, dict[str, Any]]] = {
     "checker8-topleft": ("checker", {"size": 8, "start": 2}),
@@ -148,8 +149,7 @@ def write(rows: list[dict[str, Any]], json_path: Path, document: Path | None) ->
     `document` between BEGIN and END from the merged rows; returns them."""
     old = json.loads(json_path.read_text()) if json_path.exists() else []
     merged = merge(old, rows)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(merged, indent=2) + "\n")
+    write_text_atomic(str(json_path), json.dumps(merged, indent=2) + "\n")
     if document is not None:
         fill(document, section(merged), BEGIN, END)
     return merged

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.cli import one_line
 from pipeline.corpus.limits import Limits
 from pipeline.dede import store
 from pipeline.dede.thresholds import Calibration
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, describe, one_line
 from pipeline.job.jsonfile import dumps
 from pipeline.job.outputs import join
 from pipeline.job.schemas import check_json
@@ -186,7 +185,7 @@ def report_after_run(run_url: str, prog: str, progress: bool, log=print) -> dict
     try:
         summary = analyze_run(run_url, progress=progress)         # with the decoder run.json names
     except Exception as e:  # noqa: BLE001 - the run is done; the report is redone with analyze_scores
-        log(f"{prog}: warning: no report ({type(e).__name__}: {one_line(e)}); the run is complete, "
+        log(f"{prog}: warning: no report ({describe(e)}); the run is complete, "
             f"rerun python jobs/analyze_scores.py {run_url}")
         return None
     log(summary["verdict"]["line"])

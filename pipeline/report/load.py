@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.cli import one_line
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, one_line
 from pipeline.job import outputs as O
 
 REQUIRED = ("key", "shard", "index", "status", "error", "score", "threshold", "flagged")
