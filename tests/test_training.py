@@ -47,3 +47,18 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shard at"):
         train_decoder(TrainConfig(encoder="resnet:resnet18-cifar-w0.125", data=[str(tmp_path / "nope.tar")],
                                   out=str(tmp_path / "o"), **TINY))
+
+
+def test_holdout_is_chosen_by_sample_key_and_is_big_enough_for_a_1pct_quantile():
+    from pipeline.dede.train import MIN_HOLDOUT, split_holdout
+
+    keys = [f"{i:06d}" for i in range(50000)]
+    train, hold = split_holdout(keys, 0.1, 10000)
+    assert len(hold) == 5000 and len(train) == 45000 and not set(train) & set(hold)
+    shuffled = keys[::-1]                    # shards read in another order (or moved): same members
+    _, hold2 = split_holdout(shuffled, 0.1, 10000)
+    assert {shuffled[i] for i in hold2} == {keys[i] for i in hold}
+    _, small = split_holdout(keys[:1000], 0.05, 10000)
+    assert len(small) == MIN_HOLDOUT         # 5% of 1,000 would be 50: too few for a 1% rate
+    train3, hold3 = split_holdout(keys[:10], 0.05, 10000)
+    assert len(hold3) == 5 and len(train3) == 5

@@ -47,8 +47,8 @@ class TrainConfig:
     schedule: str = "cosine"           # cosine (with linear warm-up) or constant
     warmup_epochs: float = 1.0
     max_samples: int | None = None
-    holdout: float = 0.05               # share of auxiliary samples kept out for calibration
-    max_holdout: int = 2000
+    holdout: float = 0.1                # share of auxiliary samples kept out for calibration
+    max_holdout: int = 10000            # thousands, so the 1% quantile rests on dozens of samples
     seed: int = 0
     device: str | None = None
     model: DeDeConfig | str = "paper"   # a preset name (DeDeConfig.preset) or a config; victim_dim comes from the encoder
@@ -91,7 +91,7 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
             except DecodeError as e:
                 bad[str(e).split(":", 1)[0]] += 1
                 continue
-            keys.append(f"{url}#{s.key}")
+            keys.append(s.key)
             bar.update(1)
             if cfg.max_samples and len(keys) >= cfg.max_samples:
                 break
@@ -112,11 +112,18 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
     return AuxData(keys, arr, torch.cat(embs), bad)
 
 
+MIN_HOLDOUT = 200                       # a smaller hold-out cannot place a 1% quantile
+
+
 def split_holdout(keys: list[str], share: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, holdout indices), decided by a hash of each key so reruns agree."""
+    """(train indices, holdout indices): the samples of lowest key hash, a share of them (at least
+    MIN_HOLDOUT, or half of a smaller set; at most cap). The hash is of the sample key alone, so
+    membership does not change when shards are renamed, moved or read in another order."""
+    if len(keys) < 2:
+        raise BadInput(f"{len(keys)} auxiliary image(s): a decoder needs at least 2 (one to train, one to calibrate)")
     u = np.array([_unit_hash(k) for k in keys])
-    hold = np.flatnonzero(u < share)
-    hold = hold[np.argsort(u[hold])][:cap]
+    n_hold = min(cap, max(int(np.ceil(share * len(keys))), min(MIN_HOLDOUT, len(keys) // 2)))
+    hold = np.argsort(u, kind="stable")[:max(1, n_hold)]
     mask = np.ones(len(keys), bool)
     mask[hold] = False
     return np.flatnonzero(mask), np.sort(hold)
@@ -189,11 +196,10 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         history.append(total / max(n, 1))
         _save_state(state_url, model, opt, sched, epoch + 1, history)
     model.eval()
-    hold = hold_idx if len(hold_idx) else train_idx[: min(len(train_idx), 500)]
     hold_scores = np.concatenate([
-        score_batch(model, encoder, aux.images[hold[i:i + bs]], [aux.keys[j] for j in hold[i:i + bs]],
+        score_batch(model, encoder, aux.images[hold_idx[i:i + bs]], [aux.keys[j] for j in hold_idx[i:i + bs]],
                     cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast).scores
-        for i in range(0, len(hold), bs)])
+        for i in range(0, len(hold_idx), bs)])
     final_loss = history[-1] if history else float("nan")
     hidden_values = 3 * (mcfg.num_patches - model.num_visible(mcfg.test_mask_ratio)) * mcfg.patch_size ** 2
     config = DecoderConfig(
@@ -207,7 +213,7 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
                           max_holdout=cfg.max_holdout, max_samples=cfg.max_samples, seed=cfg.seed, device=str(device),
                           loss_history=history, final_loss=final_loss, minutes=round((time.time() - t0) / 60, 2)),
         data=TrainingData(inputs=list(cfg.data), n_train=int(len(train_idx)), n_holdout=int(len(hold_idx)),
-                          holdout_from_train=bool(len(hold_idx) == 0), skipped=dict(aux.bad)),
+                          holdout_from_train=False, skipped=dict(aux.bad)),
         calibration=calibration_summary(hold_scores, paper_threshold=final_loss * hidden_values),
     )
     return save_decoder(cfg.out, model, config)
