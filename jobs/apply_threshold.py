@@ -1,4 +1,5 @@
-"""Re-split a finished scoring run with another threshold, from its stored scores (no re-scoring).
+"""Re-split a finished scoring run with another threshold, from its stored scores (no re-scoring), by
+the run's flag-by detector (--flag-by of score_corpus; DeDe's score by default).
 
     python jobs/apply_threshold.py --run runs/score --threshold 0.35
     python jobs/apply_threshold.py --run runs/score --threshold gmm
@@ -19,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = cli.parser(__doc__, prog="apply_threshold")
     ap.add_argument("--run", required=True, help="the --out folder/URL of a finished score_corpus run")
     ap.add_argument("--threshold", required=True, help="a finite number, fpr:X, paper or gmm")
-    ap.add_argument("--decoder", default=None, help="decoder folder (default: the one in run.json; for fpr:/paper)")
+    ap.add_argument("--decoder", default=None, help="decoder folder (default: the one in run.json; for fpr:/paper, and the clean reference "
+                         "that fpr:X of the embedding detectors recalibrates from)")
     ap.add_argument("--workers", type=cli.positive_int, default=2, help="shards re-split in parallel (default 2)")
     return ap
 

@@ -1,6 +1,7 @@
 """Score a WebDataset corpus with a DeDe decoder on Ray Data; write scores, clean and quarantine shards.
 
     python jobs/score_corpus.py --input 'shards/{000000..000009}.tar' --decoder runs/dede --out runs/score
+    python jobs/score_corpus.py ... --detectors dede,kdist-dense,kdist:bank,ensemble --flag-by ensemble
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/score_corpus.py ...
 """
 from __future__ import annotations
@@ -14,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import cli  # noqa: E402
 from pipeline.corpus.limits import Limits  # noqa: E402
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS  # noqa: E402
-from pipeline.job.config import JobConfig  # noqa: E402
+from pipeline.detect.ensemble import FUSIONS  # noqa: E402
+from pipeline.detect.registry import DETECTORS  # noqa: E402
+from pipeline.detect.spec import DEFAULT_ENSEMBLE  # noqa: E402
+from pipeline.job.config import DEFAULT_REFERENCE, JobConfig  # noqa: E402
 from pipeline.job.run import run_job  # noqa: E402
 
 
@@ -32,7 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor (default 1)")
     ap.add_argument("--threads", type=cli.positive_int, default=None,
                     help="decode and torch threads per actor (default: cpus-per-actor)")
-    ap.add_argument("--store-embeddings", action="store_true", help="add the victim embedding (float16) to the Parquet")
+    ap.add_argument("--store-embeddings", action="store_true",
+                    help="add the victim embedding (float16) to the Parquet (always kept when --detectors asks for "
+                         "more than dede)")
+    ap.add_argument("--detectors", default="dede",
+                    help="comma list of detectors to compute, each a det_<name> column (- and : as _) beside DeDe's "
+                         f"score: dede (default, always computed), {', '.join(DETECTORS)} (in-corpus: against a sample "
+                         "of the corpus's own embeddings), NAME:bank (against the decoder's clean bank), ensemble, or "
+                         "all. Anything beside dede keeps the embeddings and adds a second phase")
+    ap.add_argument("--flag-by", default="dede",
+                    help="the detector whose threshold at --threshold sets `flagged` and the clean/quarantine split "
+                         "(default dede; one of the computed detectors; paper only for dede)")
+    ap.add_argument("--ensemble", default=",".join(DEFAULT_ENSEMBLE),
+                    help=f"members of the ensemble detector, ranked by their clean hold-out percentiles "
+                         f"(default {','.join(DEFAULT_ENSEMBLE)})")
+    ap.add_argument("--fusion", choices=FUSIONS, default="max",
+                    help="how the ensemble fuses its members' percentiles: max (default) or mean")
+    ap.add_argument("--density-reference", type=cli.positive_int, default=DEFAULT_REFERENCE,
+                    help=f"rows of the in-corpus reference sample (lowest hash of shard stem + key, so reruns pick "
+                         f"the same rows; default {DEFAULT_REFERENCE}); the exact k-NN costs about rows x this x dim")
     ap.add_argument("--carry-fields", default="", help="comma-separated .json fields copied into the Parquet")
     ap.add_argument("--overwrite", action="store_true",
                     help="remove this run's own outputs in --out (never other files) and start over")
@@ -50,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"most pixels of one image, read from its header (default and ceiling {d.max_pixels})")
     ap.add_argument("--max-aspect", type=cli.positive_float, default=d.max_aspect,
                     help=f"largest long-side / short-side ratio of one image (default {d.max_aspect:g})")
-    ap.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bar: a log line every ~10%% of the shards instead (the default without a TTY "
+                         "or under ray job submit)")
     ap.add_argument("--no-report", action="store_true",
                     help="skip the analysis at the end (OUT/report: report.html, summary.json; jobs/analyze_scores.py)")
     return ap
@@ -66,7 +90,9 @@ def config(a: argparse.Namespace) -> JobConfig:
                      max_shards=a.max_shards, max_attempts=a.max_attempts,
                      limits=Limits(max_member_bytes=a.max_member_bytes, max_members=a.max_members,
                                    max_pixels=a.max_pixels, max_aspect=a.max_aspect),
-                     report=not a.no_report)
+                     report=not a.no_report, detectors=[n.strip() for n in a.detectors.split(",") if n.strip()],
+                     flag_by=a.flag_by, ensemble=[n.strip() for n in a.ensemble.split(",") if n.strip()],
+                     fusion=a.fusion, density_reference=a.density_reference)
 
 
 def run(a: argparse.Namespace) -> None:

@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from pipeline.errors import BadInput
+
 
 def read_bytes(url: str) -> bytes:
     """The whole file at a local path or fsspec URL; a one-line FileNotFoundError if it is missing."""
@@ -21,6 +23,18 @@ def read_bytes(url: str) -> bytes:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_checked(url: str, sha256: str, what: str, field: str) -> bytes:
+    """The file's bytes, refused (one-line BadInput) when it is missing or its sha256 is not `sha256`
+    (`what` names the file in the message, `field` the config entry that records the checksum)."""
+    try:
+        data = read_bytes(url)
+    except FileNotFoundError:
+        raise BadInput(f"{what} {url} is missing; retrain or restore it") from None
+    if sha256_bytes(data) != sha256:
+        raise BadInput(f"{what} {url} does not match {field} (replaced or corrupted); retrain or restore it")
+    return data
 
 
 def load_state_dict(url: str) -> tuple[dict[str, torch.Tensor], str]:

@@ -169,7 +169,7 @@ def test_replaced_or_damaged_weights_are_refused(tmp_path, today_dir, weights, m
             load(today_dir)
         msg = str(e.value)
         assert "\n" not in msg and str(path) in msg
-        assert ("are missing" if weights == "missing" else "do not match config.json's weights_sha256") in msg
+        assert ("is missing" if weights == "missing" else "does not match config.json's weights_sha256") in msg
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -223,3 +223,34 @@ def test_presets():
     assert TrainConfig(encoder=ENCODER, data=[], out="").model == paper
     with pytest.raises(BadInput, match="unknown decoder preset 'huge'; use one of tiny, small, paper"):
         DeDeConfig.preset("huge")
+
+
+def test_clean_reference_is_saved_checked_and_optional(trained, tmp_path):
+    from pipeline.dede.reference import REFERENCE, load_reference
+    from pipeline.keyhash import key_hash
+
+    dec = trained / "dec"
+    cfg = check_decoder(str(dec))
+    ref = load_reference(str(dec), cfg)
+    assert cfg.reference.file == REFERENCE and cfg.reference.n_holdout == cfg.data.n_holdout == len(ref.holdout_scores)
+    assert cfg.reference.n_bank == cfg.data.n_train == len(ref.bank_embeddings)        # all of them: under max_bank
+    assert ref.holdout_scores.dtype == np.float32 and ref.bank_embeddings.dtype == ref.holdout_embeddings.dtype == np.float16
+    assert ref.holdout_embeddings.shape == (cfg.data.n_holdout, 64)
+    np.testing.assert_allclose(np.quantile(ref.holdout_scores, 0.5), np.interp(0.5, cfg.calibration.q, cfg.calibration.values),
+                               rtol=1e-5)
+    from pipeline.dede.reference import bank_rows
+    hashes = np.array([key_hash(k) for k in ["c", "a", "b", "d"]], np.uint64)
+    assert list(bank_rows(hashes, np.array([0, 1, 2, 3]), 2)) == list(np.argsort(hashes)[:2])   # lowest hash first
+
+    copy = tmp_path / "dec"
+    shutil.copytree(dec, copy)
+    (copy / REFERENCE).write_bytes((copy / REFERENCE).read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(BadInput, match="does not match config.json's reference.sha256"):
+        load_reference(str(copy), cfg)
+    raw = json.loads((copy / "config.json").read_text())
+    del raw["reference"]
+    (copy / "config.json").write_text(json.dumps(raw))
+    old = check_decoder(str(copy))                       # a decoder from before the reference still loads
+    assert old.reference is None and old.to_dict() == raw
+    with pytest.raises(BadInput, match="has no clean reference .* retrain the decoder"):
+        load_reference(str(copy), old)

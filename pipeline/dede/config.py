@@ -70,8 +70,21 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
+class ReferenceInfo:
+    """The clean reference file of the folder (pipeline.dede.reference): its name, sha256 and sizes."""
+
+    file: str
+    sha256: str
+    n_holdout: int
+    n_bank: int
+    embed_dim: int
+    max_bank: int                           # the bank's cap: training rows of lowest key hash
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
-    """config.json: architecture, encoder, pixels, training, data, calibration and the weights' sha256."""
+    """config.json: architecture, encoder, pixels, training, data, calibration, the weights' sha256 and,
+    for decoders trained since the embedding detectors, the clean reference file."""
 
     model: DeDeConfig
     encoder: EncoderInfo
@@ -82,6 +95,7 @@ class DecoderConfig:
     calibration: Calibration
     weights_sha256: str = ""                # set by store.save_decoder once the weights are written
     format: str = FORMAT
+    reference: ReferenceInfo | None = None  # None: trained before reference.safetensors existed
 
     @classmethod
     def from_dict(cls, d: dict) -> DecoderConfig:
@@ -92,11 +106,14 @@ class DecoderConfig:
                                  resize=d["pixels"].get("resize", Pixels.resize)),
                    work_size=int(d["work_size"]), training=Training(**_known(Training, d["training"])),
                    data=TrainingData(**d["data"]), calibration=Calibration.from_dict(d["calibration"]),
-                   weights_sha256=d["weights_sha256"], format=d["format"])
+                   weights_sha256=d["weights_sha256"], format=d["format"],
+                   reference=ReferenceInfo(**d["reference"]) if d.get("reference") else None)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["pixels"] = {**out["pixels"], "mean": list(self.pixels.mean), "std": list(self.pixels.std)}
+        if self.reference is None:
+            del out["reference"]                # a folder without one keeps today's shape
         return out
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
-from pipeline.checkpoints import read_bytes, save_safetensors, sha256_bytes
+from pipeline.checkpoints import read_checked, save_safetensors
 from pipeline.dede.config import CONFIG, DecoderConfig, load_decoder_config
 from pipeline.dede.model import DeDe, create_dede
 from pipeline.errors import BadInput, one_line
@@ -31,15 +31,8 @@ def save_decoder(out_dir: str, model: DeDe, config: DecoderConfig) -> DecoderCon
 
 def _checked_weights(decoder_dir: str, config: DecoderConfig) -> bytes:
     """The weights file's bytes, refused unless their sha256 is config.json's `weights_sha256`."""
-    url = f"{decoder_dir}/{WEIGHTS}"
-    try:
-        data = read_bytes(url)
-    except FileNotFoundError:
-        raise BadInput(f"decoder weights {url} are missing; retrain or restore them") from None
-    if sha256_bytes(data) != config.weights_sha256:
-        raise BadInput(f"decoder weights {url} do not match {CONFIG}'s weights_sha256 (replaced or corrupted); "
-                       f"retrain or restore them")
-    return data
+    return read_checked(f"{decoder_dir}/{WEIGHTS}", config.weights_sha256, "decoder weights file",
+                        f"{CONFIG}'s weights_sha256")
 
 
 def check_decoder(decoder_dir: str) -> DecoderConfig:

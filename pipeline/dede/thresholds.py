@@ -125,28 +125,32 @@ def fpr_threshold(calibration: Calibration, fpr: float) -> float:
     return float(np.interp(1.0 - fpr, calibration.q, calibration.values))
 
 
-def gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
-    """Two-component Gaussian mixture on log scores; the lowest score the high component owns."""
+def gmm_threshold(scores: np.ndarray, seed: int = 0, log: bool = True) -> float:
+    """Two-component Gaussian mixture on log scores (`log=False`: on the scores themselves, for
+    detectors whose scores can be negative); the lowest score the high component owns."""
     from sklearn.mixture import GaussianMixture
 
     s = np.asarray(scores, dtype=np.float64)
     s = s[np.isfinite(s)]
     if s.size < 10:
         raise ValueError(f"gmm needs at least 10 scores, got {s.size}")
-    x = np.log(np.maximum(s, 1e-12))[:, None]
+    x = (np.log(np.maximum(s, 1e-12)) if log else s)[:, None]
     gm = GaussianMixture(2, random_state=seed).fit(x)
     high = int(np.argmax(gm.means_[:, 0]))
     grid = np.linspace(x.min(), x.max(), 4096)[:, None]
     owned = gm.predict_proba(grid)[:, high] > 0.5
     above_low_mean = grid[:, 0] > gm.means_[1 - high, 0]
     idx = np.flatnonzero(owned & above_low_mean)
-    return float(np.exp(grid[idx[0], 0])) if idx.size else float(s.max())
+    if not idx.size:
+        return float(s.max())
+    return float(np.exp(grid[idx[0], 0])) if log else float(grid[idx[0], 0])
 
 
 def resolve_threshold(policy: ThresholdPolicy | str | float, calibration: Calibration | None,
-                      scores: np.ndarray | None = None) -> float:
+                      scores: np.ndarray | None = None, log_scores: bool = True) -> float:
     """A policy (parsed, or text for `parse_threshold`) -> a finite score threshold; BadInput when the
-    policy cannot give one (no calibration, no scores, a non-finite result)."""
+    policy cannot give one (no calibration, no scores, a non-finite result). `log_scores`: gmm fits
+    log scores (DeDe's, always positive)."""
     p = parse_threshold(policy)
     if p.kind == "number":
         t = p.value
@@ -154,7 +158,7 @@ def resolve_threshold(policy: ThresholdPolicy | str | float, calibration: Calibr
         if scores is None:
             raise BadInput("--threshold gmm needs the run's scores")
         try:
-            t = gmm_threshold(scores)
+            t = gmm_threshold(scores, log=log_scores)
         except ValueError as e:
             raise BadInput(f"--threshold gmm: {e}") from None
     elif calibration is None:

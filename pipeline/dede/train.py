@@ -1,4 +1,6 @@
-"""Train a DeDe decoder for a frozen encoder on auxiliary WebDataset shards, then calibrate it.
+"""Train a DeDe decoder for a frozen encoder on auxiliary WebDataset shards, then calibrate it and save
+its clean reference (hold-out scores and embeddings, a bank of training embeddings) for the embedding
+detectors.
 
 The auxiliary set is read once (tolerantly: bad samples are skipped and counted), held in memory
 as uint8 at the decoder's resolution, and embedded once: the victim is frozen and DeDe trains
@@ -6,7 +8,6 @@ without augmentation, so every epoch after the first would recompute identical e
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import time
@@ -22,12 +23,14 @@ from pipeline.corpus.reader import iter_shard
 from pipeline.corpus.shards import expand_shards
 from pipeline.dede.config import DecoderConfig, EncoderInfo, Pixels, Training, TrainingData
 from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse
+from pipeline.dede.reference import MAX_BANK, CleanReference, bank_rows, save_reference
 from pipeline.dede.scorer import decoder_pixels, score_batch
 from pipeline.dede.store import save_decoder
 from pipeline.dede.thresholds import calibration_summary
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
 from pipeline.errors import BadInput, one_line
+from pipeline.keyhash import key_hash, key_hashes
 from pipeline.storage import exists, write_bytes_atomic
 
 STATE = "train_state.pt"
@@ -49,6 +52,7 @@ class TrainConfig:
     max_samples: int | None = None
     holdout: float = 0.1                # share of auxiliary samples kept out for calibration
     max_holdout: int = 10000            # thousands, so the 1% quantile rests on dozens of samples
+    max_bank: int = MAX_BANK            # training embeddings kept in reference.safetensors for the detectors
     seed: int = 0
     device: str | None = None
     model: DeDeConfig | str = "paper"   # a preset name (DeDeConfig.preset) or a config; victim_dim comes from the encoder
@@ -71,7 +75,7 @@ class AuxData:
 
 
 def _unit_hash(key: str) -> float:
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "little") / 2**64
+    return key_hash(key) / 2**64
 
 
 def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
@@ -144,7 +148,8 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def train_decoder(cfg: TrainConfig) -> DecoderConfig:
-    """Train, calibrate and save a decoder in cfg.out; returns the saved config."""
+    """Train, calibrate and save a decoder (weights, clean reference, config last) in cfg.out; returns the
+    saved config."""
     if cfg.schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine or constant")
     torch.manual_seed(cfg.seed)
@@ -200,6 +205,11 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         score_batch(model, encoder, aux.images[hold_idx[i:i + bs]], [aux.keys[j] for j in hold_idx[i:i + bs]],
                     cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast).scores
         for i in range(0, len(hold_idx), bs)])
+    embeddings = aux.embeddings.numpy().astype(np.float16)
+    bank = bank_rows(key_hashes(aux.keys), train_idx, cfg.max_bank)
+    clean = CleanReference(holdout_scores=hold_scores, holdout_embeddings=embeddings[hold_idx],
+                           bank_embeddings=embeddings[bank])
+    reference = save_reference(cfg.out, clean, cfg.max_bank)
     final_loss = history[-1] if history else float("nan")
     hidden_values = 3 * (mcfg.num_patches - model.num_visible(mcfg.test_mask_ratio)) * mcfg.patch_size ** 2
     config = DecoderConfig(
@@ -215,6 +225,7 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         data=TrainingData(inputs=list(cfg.data), n_train=int(len(train_idx)), n_holdout=int(len(hold_idx)),
                           holdout_from_train=False, skipped=dict(aux.bad)),
         calibration=calibration_summary(hold_scores, paper_threshold=final_loss * hidden_values),
+        reference=reference,
     )
     return save_decoder(cfg.out, model, config)
 

@@ -1,27 +1,62 @@
-"""Rank fusion: each detector's score mapped to its clean percentile, then averaged."""
+"""Rank fusion: each detector's score mapped to its clean percentile, then fused by max or mean."""
 from __future__ import annotations
 
 import numpy as np
 
+FUSIONS = ("max", "mean")
 
-def percentile(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Share of reference scores strictly below each score (0..1; the empirical clean CDF)."""
+
+def percentile(scores: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    """Share of reference scores below each score, ties counted half (0..1; the empirical clean CDF).
+    `leave_one_out`: `scores` are the reference's own rows, each ranked against the others only."""
     ref = np.sort(np.asarray(reference, np.float64))
-    if ref.size == 0:
-        raise ValueError("rank fusion needs a non-empty reference")
-    lo = np.searchsorted(ref, scores, side="left")
-    hi = np.searchsorted(ref, scores, side="right")
-    return (lo + hi) / (2.0 * ref.size)
+    n = ref.size - (1 if leave_one_out else 0)
+    if n < 1:
+        raise ValueError(f"rank fusion needs a reference of at least {2 if leave_one_out else 1} scores")
+    s = np.asarray(scores, np.float64)
+    lo = np.searchsorted(ref, s, side="left")
+    hi = np.searchsorted(ref, s, side="right") - (1 if leave_one_out else 0)
+    return (lo + hi) / (2.0 * n)
 
 
-def rank_fusion(columns: dict[str, np.ndarray], references: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Mean percentile over the detectors. Each column is ranked against its reference (clean
-    calibration scores) or, without one, against itself (in-corpus ranks)."""
-    if not columns:
+def check_fusion(fusion: str) -> None:
+    """ValueError unless `fusion` is max or mean."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+
+
+def fuse(parts: list[np.ndarray], fusion: str = "mean") -> np.ndarray:
+    """Per row, the max or the mean of the detectors' percentiles."""
+    check_fusion(fusion)
+    if not parts:
         raise ValueError("rank fusion needs at least one score column")
+    shapes = {np.shape(p) for p in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"score columns differ in length: {sorted(shapes)}")
+    return np.max(parts, axis=0) if fusion == "max" else np.mean(parts, axis=0)
+
+
+def rank_fusion(columns: dict[str, np.ndarray], references: dict[str, np.ndarray] | None = None,
+                fusion: str = "mean", leave_one_out: bool = False) -> np.ndarray:
+    """Fused percentile over the detectors. Each column is ranked against its reference (clean
+    calibration scores) or, without one, against itself (in-corpus ranks); with `leave_one_out` every
+    column is its own reference and each row is ranked against the others."""
     refs = references or {}
-    parts = [percentile(np.asarray(v, np.float64), refs.get(name, v)) for name, v in columns.items()]
-    n = {p.shape for p in parts}
-    if len(n) != 1:
-        raise ValueError(f"score columns differ in length: {sorted(n)}")
-    return np.mean(parts, axis=0)
+    return fuse([percentile(v, v if leave_one_out else refs.get(name, v), leave_one_out)
+                 for name, v in columns.items()], fusion)
+
+
+class Ensemble:
+    """Rank fusion of named members against their clean (hold-out) scores: `ensemble(columns)`."""
+
+    def __init__(self, references: dict[str, np.ndarray], fusion: str = "max"):
+        check_fusion(fusion)
+        self.references = {m: np.sort(np.asarray(r, np.float64)) for m, r in references.items()}
+        self.fusion = fusion
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.references)
+
+    def __call__(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return rank_fusion({m: columns[m] for m in self.references}, self.references, self.fusion)

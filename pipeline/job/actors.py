@@ -1,6 +1,7 @@
-"""The Ray Data stages of score_corpus: `ShardScorer` (a callable class; one shard per call) and
-`finalize_batch` (re-splits shards from stored scores). Run-wide settings are fixed at construction;
-rows carry only each shard's url and stem."""
+"""The Ray Data stages of score_corpus: `ShardScorer` (a callable class; one shard per call),
+`finalize_batch` (re-splits shards from stored scores) and `ShardDetector` (the embedding detectors'
+columns, then the split). Run-wide settings are fixed at construction; rows carry only each shard's
+url and stem."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,8 @@ import pandas as pd
 
 from pipeline.corpus.limits import Limits
 from pipeline.job.attempts import attempt
+from pipeline.job.detectors import detect_shard
+from pipeline.job.outputs import FlagRule
 from pipeline.job.shard import ShardTask, finalize_from_scores, score_shard
 
 
@@ -56,12 +59,36 @@ class ShardScorer:
         return pd.DataFrame(rows)
 
 
-def finalize_batch(batch: dict[str, np.ndarray], *, out: str, threshold: float, max_attempts: int,
+def finalize_batch(batch: dict[str, np.ndarray], *, out: str, rule: FlagRule, max_attempts: int,
                    limits: Limits, env: dict[str, str]) -> pd.DataFrame:
     """Ray task UDF for runs whose threshold needs every score first (gmm): apply it from the Parquet."""
     _set_env(env)
     rows = []
     for url, stem in zip(batch["url"], batch["stem"]):
-        rows.append(attempt(lambda: finalize_from_scores(out, str(url), str(stem), threshold, limits=limits),
+        rows.append(attempt(lambda: finalize_from_scores(out, str(url), str(stem), rule, limits=limits),
                             out, str(stem), max_attempts))
     return pd.DataFrame(rows)
+
+
+class ShardDetector:
+    """`map_batches(ShardDetector, batch_size=1, fn_constructor_kwargs=...)`: the embedding detectors'
+    phase. The driver fitted the detectors once and put them in the object store (`suite`, an ObjectRef);
+    each actor fetches them once, which rebuilds their faiss indexes, then adds the `det_*` columns to
+    each shard's stored scores and routes it by `rule` (None: only the columns, for gmm)."""
+
+    def __init__(self, *, suite, out: str, rule: FlagRule | None, threads: int, max_attempts: int,
+                 limits: Limits, env: dict[str, str]):
+        import faiss
+        import ray
+
+        _set_env(env)
+        faiss.omp_set_num_threads(max(1, threads))
+        self.suite = ray.get(suite) if isinstance(suite, ray.ObjectRef) else suite
+        self.out, self.rule, self.max_attempts, self.limits = out, rule, max_attempts, limits
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
+        rows = []
+        for url, stem in zip(batch["url"], batch["stem"]):
+            rows.append(attempt(lambda: detect_shard(self.out, str(url), str(stem), self.suite, self.rule, self.limits),
+                                self.out, str(stem), self.max_attempts))
+        return pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """apply_threshold: re-split a finished run's clean/quarantine shards at another threshold from its
-stored scores. Every source shard is checked first, the new split is written beside the old one
-(`--out/.apply-<id>/`), and it replaces the old files only once every shard is complete."""
+stored scores, by the run's flag-by detector. Every source shard is checked first, the new split is
+written beside the old one (`--out/.apply-<id>/`), and it replaces the old files only once every
+shard is complete."""
 from __future__ import annotations
 
 import time
@@ -10,9 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import fsspec
 
 from pipeline.corpus.limits import Limits
-from pipeline.dede.thresholds import parse_threshold, resolve_threshold
+from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
+from pipeline.detect.spec import DEDE, DEFAULT_ENSEMBLE, plan_detectors
+from pipeline.job import detectors as D
 from pipeline.job import outputs as O
-from pipeline.job.decoder import DecoderFacts, check_decoder
+from pipeline.job.config import DEFAULT_REFERENCE
+from pipeline.job.decoder import DecoderFacts, check_decoder, clean_reference
 from pipeline.job.errors import JobError
 from pipeline.job.ownership import STAGE_PREFIX
 from pipeline.job.runfile import write_run_json
@@ -55,6 +59,28 @@ def _swap(stage: str, run_dir: str, stems: list[str]) -> None:
             O.move(url(stage, stem), url(run_dir, stem))
 
 
+def _rule(run: dict, run_dir: str, stems: list[str], policy: ThresholdPolicy, decoder_dir: str, log) -> O.FlagRule:
+    """The split at `policy` by the run's flag-by detector (DeDe for runs without detectors). fpr:X and
+    paper read the decoder's calibration; for other detectors fpr:X recalibrates them as the run did
+    (its corpus reference sample and the decoder's clean reference)."""
+    cfg = run["config"]
+    plan = plan_detectors(cfg.get("detectors", [DEDE]), run.get("flag_by", DEDE), cfg.get("ensemble", DEFAULT_ENSEMBLE),
+                          cfg.get("fusion", "max"))
+    if policy.kind == "paper" and plan.flag_by != DEDE:
+        raise JobError(f"--threshold paper exists only for dede, not the run's flag-by {plan.flag_by}; use fpr:X, "
+                       "gmm or a number")
+    dede = check_decoder(decoder_dir).calibration if policy.needs_calibration else None
+    if not plan.needs_embeddings:
+        return O.FlagRule.dede(resolve_threshold(policy, dede, O.all_scores(run_dir, stems) if policy.needs_scores
+                                                 else None))
+    calibrations = None
+    if policy.needs_calibration:
+        clean = clean_reference(decoder_dir, f"fpr:X for --detectors {','.join(plan.names)}")
+        calibrations = D.prepare(plan, clean, dede, run_dir, stems, cfg.get("density_reference", DEFAULT_REFERENCE),
+                                 log, "apply_threshold").calibrations
+    return D.flag_rule(plan, D.thresholds(policy, plan, calibrations, run_dir, stems))
+
+
 def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, workers: int = 2, log=print) -> dict:
     """Re-split `run_dir` at `policy`; returns the new run.json. JobError for bad input or a changed
     source shard, in which case nothing in `run_dir` has changed."""
@@ -64,8 +90,8 @@ def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, worke
     stems = [s["stem"] for s in run["shards"]]
     facts = DecoderFacts(dir=run["decoder"]["dir"], sha256=run["decoder"]["sha256"],
                          encoder_spec=run["decoder"].get("encoder"), calibration=None)
-    calibration = check_decoder(decoder or facts.dir).calibration if parsed.needs_calibration else None
-    threshold = resolve_threshold(parsed, calibration, O.all_scores(run_dir, stems) if parsed.needs_scores else None)
+    rule = _rule(run, run_dir, stems, parsed, decoder or facts.dir, log)
+    threshold = rule.threshold
     _check_sources(run_dir, urls, stems, workers)
     _remove_stages(run_dir)
     limits = Limits(**run["config"].get("limits", {}))     # the run's own: the re-read must see the same samples
@@ -74,7 +100,7 @@ def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, worke
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             try:
-                stats = list(pool.map(lambda us: finalize_from_scores(run_dir, us[0], us[1], threshold,
+                stats = list(pool.map(lambda us: finalize_from_scores(run_dir, us[0], us[1], rule,
                                                                         dest=stage, limits=limits),
                                       zip(urls, stems)))
             except RuntimeError as e:
@@ -84,8 +110,9 @@ def apply_threshold(run_dir: str, policy: str, decoder: str | None = None, worke
         _remove_stages(run_dir)
     new = write_run_json(run_dir, config=run["config"], decoder=facts, policy=str(parsed), threshold=threshold,
                          urls=urls, stems=stems, stats=stats, seconds=time.perf_counter() - t0, scored=0,
-                         extra={"applied_threshold": {"policy": str(parsed), "previous": run["threshold"]}})
-    log(f"apply_threshold: threshold {threshold:.6g} ({parsed}) applied to {len(stems)} shards")
+                         extra={"applied_threshold": {"policy": str(parsed), "previous": run["threshold"]}}, rule=rule)
+    by = "" if rule.by == DEDE else f" of {rule.by}"
+    log(f"apply_threshold: threshold{by} {threshold:.6g} ({parsed}) applied to {len(stems)} shards")
     log(O.summary_table(new["totals"], time.perf_counter() - t0, 0))
     if run["config"].get("report", True):
         from pipeline.report.analyze import report_after_run

@@ -58,7 +58,7 @@ def attempt(work, out: str, stem: str, max_attempts: int) -> dict:
             write_json(record_url(out, stem), {"attempts": n + 1, "error": ""})
             s = work()
             clear(out, stem)
-            return _row(stem, int(s["read"]), "")
+            return _row(stem, int(s["read"]), "", int(s.get("flagged") or 0))
         except Exception as e:  # noqa: BLE001 - a failed shard is reported, never aborts the others
             error = describe(e)
             logger.warning("shard %s failed: %s", stem, error)
@@ -69,5 +69,6 @@ def attempt(work, out: str, stem: str, max_attempts: int) -> dict:
     return _row(stem, 0, f"gave up after {max_attempts} attempts: {error}")
 
 
-def _row(stem: str, read: int, failed: str) -> dict:
-    return {"stem": stem, "read": read, "pid": os.getpid(), "failed": failed}
+def _row(stem: str, read: int, failed: str, flagged: int = 0) -> dict:
+    """One shard's summary row; `flagged` is 0 until the shard is routed (score-only stages)."""
+    return {"stem": stem, "read": read, "flagged": flagged, "pid": os.getpid(), "failed": failed}

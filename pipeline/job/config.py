@@ -4,9 +4,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pipeline.corpus.limits import Limits
+from pipeline.detect.density import K
+from pipeline.detect.spec import DEDE, DEFAULT_ENSEMBLE, DetectorPlan, plan_detectors
+from pipeline.errors import BadInput
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS
 from pipeline.job.errors import JobError
 from pipeline.job.outputs import CORE_COLUMNS
+
+DEFAULT_REFERENCE = 100_000
 
 
 @dataclass
@@ -29,17 +34,23 @@ class JobConfig:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS   # per shard, process deaths included; then reported as failed
     limits: Limits = field(default_factory=Limits)   # per-sample work limits of reading and decoding
     report: bool = True                   # analyse the finished run into --out/report (jobs/analyze_scores.py)
+    detectors: list[str] = field(default_factory=lambda: [DEDE])   # pipeline.detect.spec names; dede alone: one phase
+    flag_by: str = DEDE                   # the detector whose threshold sets `flagged` and the split
+    ensemble: list[str] = field(default_factory=lambda: list(DEFAULT_ENSEMBLE))
+    fusion: str = "max"                   # rank fusion of the ensemble: max or mean
+    density_reference: int = DEFAULT_REFERENCE   # rows of the in-corpus reference sample
 
     def validate(self) -> None:
         """JobError naming the flag of the first bad option."""
         for flag, value in (("--batch-size", self.batch_size), ("--actors", self.actors),
                             ("--threads", self.threads), ("--max-shards", self.max_shards),
-                            ("--max-attempts", self.max_attempts)):
+                            ("--max-attempts", self.max_attempts), ("--density-reference", self.density_reference)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise JobError(f"{flag} must be an integer >= 1, got {value!r}")
         if self.gpus_per_actor < 0 or self.cpus_per_actor < 0:
             raise JobError("--gpus-per-actor and --cpus-per-actor must be >= 0")
-        bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding") or not f]
+        bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding") or not f
+               or f.startswith("det_")]
         if bad:
             raise JobError(f"--carry-fields {bad} collide with the scores table's own columns")
         try:
@@ -48,6 +59,17 @@ class JobConfig:
             raise JobError(str(e)) from None
         if self.out.startswith("pipe:"):
             raise JobError("--out must be a folder or fsspec URL, not a pipe: command")
+        if self.density_reference <= K:
+            raise JobError(f"--density-reference must be > {K} (the density detectors' {K} neighbours), "
+                           f"got {self.density_reference}")
+        self.detector_plan()
+
+    def detector_plan(self) -> DetectorPlan:
+        """--detectors, --flag-by, --ensemble and --fusion parsed; a one-line JobError naming the flag."""
+        try:
+            return plan_detectors(self.detectors, self.flag_by, self.ensemble, self.fusion)
+        except BadInput as e:
+            raise JobError(str(e)) from None
 
     @property
     def n_threads(self) -> int:

@@ -1,10 +1,12 @@
-"""What a run records of its decoder (folder, weights checksum, encoder spec) and the calibration its
-threshold needs; checked before Ray starts."""
+"""What a run records of its decoder (folder, weights checksum, encoder spec), the calibration its
+threshold needs and, for the embedding detectors, its clean reference; checked before Ray starts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pipeline.dede import store
+from pipeline.dede.config import load_decoder_config
+from pipeline.dede.reference import CleanReference, load_reference
 from pipeline.dede.thresholds import Calibration
 from pipeline.job.errors import JobError
 
@@ -28,3 +30,9 @@ def check_decoder(decoder_dir: str) -> DecoderFacts:
         raise JobError(str(e)) from None
     return DecoderFacts(dir=decoder_dir, sha256=cfg.weights_sha256, encoder_spec=cfg.encoder.spec,
                         calibration=cfg.calibration)
+
+
+def clean_reference(decoder_dir: str, purpose: str) -> CleanReference:
+    """The decoder's clean reference (checked like its weights), needed for `purpose`; a one-line
+    BadInput for a decoder without one (retrain it) or a damaged file."""
+    return load_reference(decoder_dir, load_decoder_config(decoder_dir), purpose)

@@ -83,6 +83,37 @@ def decide(score: float | None, status: str, threshold: float) -> bool:
     return status == "ok" and score is not None and not math.isnan(threshold) and float(score) > threshold
 
 
+@dataclass(frozen=True)
+class FlagRule:
+    """What sets `flagged`: the flag-by detector's score column over its threshold (NaN in a score-only
+    phase: nothing flagged). `detectors`: every computed detector's (column, threshold at the run's
+    policy, None where the policy has none for it); the stats count what each would flag."""
+
+    threshold: float
+    column: str = "score"
+    by: str = "dede"
+    detectors: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def dede(cls, threshold: float) -> FlagRule:
+        """DeDe's score over `threshold`, the only detector (the default run)."""
+        return cls(threshold, "score", "dede", {"dede": ("score", threshold)})
+
+
+def flag_counts(table: pa.Table, rule: FlagRule) -> dict[str, int | None]:
+    """By detector: its ok rows whose score is over its threshold (None without a threshold)."""
+    ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok", bool)
+    out = {}
+    for name, (col, threshold) in rule.detectors.items():
+        if threshold is None:
+            out[name] = None
+            continue
+        values = np.asarray(table.column(col).to_numpy(zero_copy_only=False), np.float64)
+        with np.errstate(invalid="ignore"):
+            out[name] = int((ok & (values > threshold)).sum()) if not math.isnan(threshold) else 0
+    return out
+
+
 def _int64(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
 
@@ -136,12 +167,13 @@ def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captio
     return pa.table(cols)
 
 
-def rethreshold(table: pa.Table, threshold: float) -> pa.Table:
-    """The same rows with a new threshold and the flagged column recomputed from the stored scores."""
-    scores = table.column("score").to_pylist()
+def rethreshold(table: pa.Table, rule: FlagRule) -> pa.Table:
+    """The same rows with the rule's threshold and the flagged column recomputed from the stored scores
+    of its column."""
+    scores = table.column(rule.column).to_pylist()
     status = table.column("status").to_pylist()
-    flagged = pa.array([decide(s, st, threshold) for s, st in zip(scores, status)], pa.bool_())
-    thr = pa.array([threshold] * table.num_rows, pa.float32())
+    flagged = pa.array([decide(s, st, rule.threshold) for s, st in zip(scores, status)], pa.bool_())
+    thr = pa.array([rule.threshold] * table.num_rows, pa.float32())
     table = table.set_column(table.schema.get_field_index("threshold"), pa.field("threshold", pa.float32()), thr)
     return table.set_column(table.schema.get_field_index("flagged"), pa.field("flagged", pa.bool_()), flagged)
 
@@ -206,7 +238,10 @@ class ShardRouter:
         self.kept = self.flagged = self.errored = 0
         self.errors: Counter = Counter()
 
-    def add(self, sample: Sample, status: str, error: str | None, score: float | None, threshold: float) -> None:
+    def add(self, sample: Sample, status: str, error: str | None, score: float | None, threshold: float,
+            detector: str | None = None) -> None:
+        """Route one sample; `score` and `threshold` are the flag-by detector's (`detector`, named in the
+        reason when it is not DeDe)."""
         if sample.index is None:
             raise ValueError("sample without index")
         flagged = decide(score, status, threshold)
@@ -218,6 +253,8 @@ class ShardRouter:
         if status == "ok":
             self.flagged += 1
             reason = {"reason": "flagged", "score": float(score), "threshold": float(threshold)}
+            if detector is not None:
+                reason["detector"] = detector
         else:
             self.errored += 1
             self.errors[error_kind(error)] += 1
@@ -250,12 +287,14 @@ class ShardRouter:
             self.quarantine.discard()
 
 
-def route_from_table(out: str, stem: str, url: str, table: pa.Table, threshold: float,
+def route_from_table(out: str, stem: str, url: str, table: pa.Table, rule: FlagRule,
                      samples: Iterable[Sample]) -> ShardRouter:
-    """Route a shard's samples using stored rows (matched by index; the key must agree)."""
+    """Route a shard's samples using stored rows (matched by index; the key must agree) by the rule's
+    column and threshold."""
     by_index = {}
+    detector = None if rule.by == "dede" else rule.by
     for key, idx, status, error, score in zip(*(table.column(c).to_pylist() for c in
-                                                 ("key", "index", "status", "error", "score"))):
+                                                 ("key", "index", "status", "error", rule.column))):
         by_index[idx] = (key, status, error, score)
     router = ShardRouter(out, stem)
     try:
@@ -265,7 +304,7 @@ def route_from_table(out: str, stem: str, url: str, table: pa.Table, threshold: 
             if row is None or row[0] != s.key:
                 raise RuntimeError(f"{url}: sample {s.index} ({s.key!r}) does not match the stored scores; "
                                    "the shard changed since it was scored")
-            router.add(s, row[1], row[2], row[3], threshold)
+            router.add(s, row[1], row[2], row[3], rule.threshold, detector)
             seen += 1
         if seen != len(by_index):
             raise RuntimeError(f"{url}: {seen} samples read but {len(by_index)} rows stored; the shard changed")
@@ -279,8 +318,13 @@ def route_from_table(out: str, stem: str, url: str, table: pa.Table, threshold: 
 # Stats and run.json
 # ---------------------------------------------------------------------------------------------
 
-def shard_stats(*, url: str, stem: str, router: ShardRouter, threshold: float, decoder_sha256: str,
-                timings: dict[str, float], checksums: dict[str, str], source: dict | None) -> dict:
+def _f32(value: float | None) -> float | None:
+    return None if value is None else float(np.float32(value))
+
+
+def shard_stats(*, url: str, stem: str, router: ShardRouter, rule: FlagRule, flagged_by: dict[str, int | None],
+                decoder_sha256: str, timings: dict[str, float], checksums: dict[str, str], source: dict | None) -> dict:
+    """stats/<stem>.json (schemas/stats.schema.json); `flagged_by`: `flag_counts` of the shard."""
     read = router.kept + router.flagged + router.errored
     total = timings.get("total_s", 0.0)
     return {
@@ -292,7 +336,10 @@ def shard_stats(*, url: str, stem: str, router: ShardRouter, threshold: float, d
         "flagged": router.flagged,
         "errored": router.errored,
         "errors_by_kind": dict(sorted(router.errors.items())),
-        "threshold": float(np.float32(threshold)),
+        "threshold": _f32(rule.threshold),
+        "flag_by": rule.by,
+        "detectors": {name: {"column": col, "threshold": _f32(t), "flagged": flagged_by[name]}
+                      for name, (col, t) in rule.detectors.items()},
         "decoder_sha256": decoder_sha256,
         "timings": {k: round(float(v), 4) for k, v in timings.items()},
         "samples_per_s": round(read / total, 2) if total > 0 else None,
@@ -349,11 +396,13 @@ def read_json(url: str) -> dict:
         return json.loads(f.read())
 
 
-def all_scores(out: str, stems: list[str]) -> np.ndarray:
-    """Every ok score of the given shards' Parquet files."""
+def all_scores(out: str, stems: list[str], column: str = "score") -> np.ndarray:
+    """Every ok score (of `column`, default DeDe's) of the given shards' Parquet files."""
     def one(stem: str) -> list[float]:
-        t = read_parquet(scores_url(out, stem))
-        return [s for s, st in zip(t.column("score").to_pylist(), t.column("status").to_pylist())
+        fs, path = fsspec.core.url_to_fs(scores_url(out, stem))
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f, columns=["status", column])
+        return [s for s, st in zip(t.column(column).to_pylist(), t.column("status").to_pylist())
                 if st == "ok" and s is not None]
 
     with ThreadPoolExecutor(16) as pool:

@@ -13,11 +13,14 @@ import fsspec
 import numpy as np
 
 from pipeline.corpus.shards import common_root, shard_stem
+from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
+from pipeline.detect.spec import DEDE, DetectorPlan
 from pipeline.job import attempts
+from pipeline.job import detectors as D
 from pipeline.job import outputs as O
 from pipeline.job.config import JobConfig
-from pipeline.job.decoder import DecoderFacts, check_decoder
+from pipeline.job.decoder import DecoderFacts, check_decoder, clean_reference
 from pipeline.job.errors import JobError, ShardsFailed
 from pipeline.job.inputs import resolve_inputs
 from pipeline.job.ownership import claim_out
@@ -40,14 +43,22 @@ class Plan:
     stems: list[str]
     decoder: DecoderFacts
     policy: ThresholdPolicy
-    threshold: float | None          # None: the policy needs all scores first (gmm)
+    threshold: float | None          # DeDe's; None: the policy needs all scores first (gmm)
+    detectors: DetectorPlan = DetectorPlan((DEDE,))
+    clean: CleanReference | None = None     # the decoder's clean reference, when detectors beside dede run
 
 
 def plan(cfg: JobConfig) -> Plan:
-    """Check every input (options, threshold, decoder, shard URLs and their stems); JobError otherwise."""
+    """Check every input (options, threshold, decoder and its clean reference for the embedding detectors,
+    shard URLs and their stems); JobError otherwise."""
     cfg.validate()
     policy = parse_threshold(cfg.threshold)
+    dets = cfg.detector_plan()
+    if policy.kind == "paper" and dets.flag_by != DEDE:
+        raise JobError(f"--threshold paper exists only for dede, not --flag-by {dets.flag_by}; "
+                       "use fpr:X, gmm or a number")
     decoder = check_decoder(cfg.decoder)
+    clean = clean_reference(cfg.decoder, f"--detectors {','.join(dets.names)}") if dets.needs_embeddings else None
     threshold = None if policy.needs_scores else resolve_threshold(policy, decoder.calibration)
     urls = resolve_inputs(cfg.inputs, cfg.out)
     if not urls:
@@ -58,7 +69,7 @@ def plan(cfg: JobConfig) -> Plan:
     bad = [s for s in stems if s.startswith("../") or s.startswith("/")]
     if bad:
         raise JobError(f"cannot name outputs for shards outside the common root: {bad[:3]}")
-    return Plan(urls, stems, decoder, policy, threshold)
+    return Plan(urls, stems, decoder, policy, threshold, dets, clean)
 
 
 def _check_failed(rows: list[dict]) -> int:
@@ -102,13 +113,20 @@ def _forget_changed(cfg: JobConfig, p: Plan, done: dict[str, dict], log) -> None
 
 
 def _check_compatible(cfg: JobConfig, p: Plan, stats: list[dict]) -> None:
-    """Refuse to resume into outputs made with another decoder or threshold (it would mix them)."""
+    """Refuse to resume into outputs made with another decoder, detectors or threshold (it would mix them)."""
     sha = p.decoder.sha256
     other = [s for s in stats if sha and s["decoder_sha256"] != sha]
     if other:
         raise JobError(f"{len(other)} finished shards in {cfg.out} were scored with another decoder "
                        f"(e.g. {other[0]['stem']}); use --overwrite or another --out")
-    if p.threshold is not None:
+    want = (sorted(p.detectors.names), p.detectors.flag_by)
+    other = [s for s in stats if (sorted(s.get("detectors", [DEDE])), s.get("flag_by", DEDE)) != want]
+    if other:
+        first = other[0]
+        raise JobError(f"{len(other)} finished shards in {cfg.out} were scored with other detectors (e.g. "
+                       f"{first['stem']}: --detectors {','.join(sorted(first.get('detectors', [DEDE])))} --flag-by "
+                       f"{first.get('flag_by', DEDE)}); use --overwrite or another --out")
+    if p.threshold is not None and p.detectors.flag_by == DEDE:
         other = [s for s in stats if s["threshold"] != float(np.float32(p.threshold))]
         if other:
             raise JobError(f"{len(other)} finished shards in {cfg.out} used threshold {other[0]['threshold']:.6g}, "
@@ -118,14 +136,11 @@ def _check_compatible(cfg: JobConfig, p: Plan, stats: list[dict]) -> None:
 
 def _ensure_ray(cfg: JobConfig) -> bool:
     """Connect to the cluster at --ray-address or RAY_ADDRESS (set by `ray job submit`), else start an
-    embedded local Ray (never a stale cluster found in /tmp/ray). True when this call started Ray."""
-    import ray
+    embedded local Ray (never a stale cluster found in /tmp/ray), with Ray's own console output off
+    (pipeline/job/console.py). True when this call started Ray."""
+    from pipeline.job.console import start_ray
 
-    if ray.is_initialized():
-        return False
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, log_to_driver=True, logging_level="WARNING")
-    return True
+    return start_ray(cfg.ray_address)
 
 
 def _default_actors(cfg: JobConfig, n_shards: int) -> int:
@@ -149,7 +164,6 @@ def _map_shards(cfg: JobConfig, items: list[dict], threshold: float | None, fina
 
     from pipeline.job.actors import ShardScorer
 
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardScorer, batch_size=1, batch_format="numpy",
@@ -157,23 +171,70 @@ def _map_shards(cfg: JobConfig, items: list[dict], threshold: float | None, fina
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
         fn_constructor_kwargs={"decoder": cfg.decoder, "out": cfg.out, "threshold": threshold, "finalize": finalize,
                                "batch_size": cfg.batch_size, "threads": cfg.n_threads,
-                               "store_embeddings": cfg.store_embeddings, "carry_fields": tuple(cfg.carry_fields),
+                               "store_embeddings": cfg.store_embeddings or cfg.detector_plan().needs_embeddings,
+                               "carry_fields": tuple(cfg.carry_fields),
                                "max_attempts": cfg.max_attempts, "limits": cfg.limits, "env": forwarded_env()},
     )
-    return ds.take_all()
+    from pipeline.job.console import collect, interactive
+
+    return collect(ds, len(items), "scoring", bar=interactive(cfg.progress, cfg.ray_address), flagged=finalize)
 
 
-def _finalize_shards(cfg: JobConfig, items: list[dict], threshold: float) -> list[dict]:
-    """Re-split `items` from their stored scores at `threshold` (Ray tasks)."""
+def _finalize_shards(cfg: JobConfig, items: list[dict], rule: O.FlagRule) -> list[dict]:
+    """Re-split `items` from their stored scores by `rule` (Ray tasks)."""
     import ray
 
     from pipeline.job.actors import finalize_batch
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(finalize_batch, batch_size=1, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"out": cfg.out, "threshold": threshold, "max_attempts": cfg.max_attempts,
+                        fn_kwargs={"out": cfg.out, "rule": rule, "max_attempts": cfg.max_attempts,
                                    "limits": cfg.limits, "env": forwarded_env()})
-    return ds.take_all()
+    from pipeline.job.console import collect, interactive
+
+    return collect(ds, len(items), "splitting", bar=interactive(cfg.progress, cfg.ray_address), flagged=True)
+
+
+def _detect_shards(cfg: JobConfig, items: list[dict], suite, rule: O.FlagRule | None) -> list[dict]:
+    """The embedding detectors' phase over `items`: the fitted `suite` goes to the object store once,
+    CPU actors add each shard's det_* columns and route it by `rule` (None: columns only, for gmm)."""
+    import ray
+
+    from pipeline.job.actors import ShardDetector
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    n = cfg.actors or max(1, int(cpus // max(cfg.cpus_per_actor, 1)))
+    suite_ref = ray.put(suite)          # held here until the stage ends: restarted actors fetch it again
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(
+        ShardDetector, batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(n, len(items)))), num_cpus=cfg.cpus_per_actor,
+        fn_constructor_kwargs={"suite": suite_ref, "out": cfg.out, "rule": rule, "threads": cfg.n_threads,
+                               "max_attempts": cfg.max_attempts, "limits": cfg.limits, "env": forwarded_env()},
+    )
+    from pipeline.job.console import collect, interactive
+
+    return collect(ds, len(items), "detectors", bar=interactive(cfg.progress, cfg.ray_address),
+                   flagged=rule is not None)
+
+
+def _score_detectors(cfg: JobConfig, p: Plan, todo: list[dict], done: dict[str, dict], log) -> tuple[O.FlagRule, int]:
+    """Phase 1 scores and keeps the embeddings; the driver streams the corpus reference sample and
+    calibrates every detector on the decoder's hold-out; phase 2 adds the det_* columns and routes the
+    shards by the flag-by detector (gmm: columns first, thresholds from every shard, then the split).
+    Returns the rule the shards were routed by and the samples scored."""
+    if not todo:
+        return D.rule_from_stats(done[p.stems[0]]), 0
+    scored = _check_failed(_map_shards(cfg, todo, None, finalize=False))
+    cal = D.prepare(p.detectors, p.clean, p.decoder.calibration, cfg.out, p.stems, cfg.density_reference, log)
+    if p.policy.needs_scores:
+        _check_failed(_detect_shards(cfg, todo, cal.suite, None))
+        rule = D.flag_rule(p.detectors, D.thresholds(p.policy, p.detectors, cal.calibrations, cfg.out, p.stems))
+        _check_failed(_finalize_shards(cfg, todo, rule))
+    else:
+        rule = D.flag_rule(p.detectors, D.thresholds(p.policy, p.detectors, cal.calibrations, cfg.out, p.stems))
+        _check_failed(_detect_shards(cfg, todo, cal.suite, rule))
+    return rule, scored
 
 
 def run_job(cfg: JobConfig, log=print) -> dict:
@@ -200,16 +261,18 @@ def _score(cfg: JobConfig, p: Plan, log) -> dict:
     scored = 0
     started = _ensure_ray(cfg) if todo else False
     try:
-        if p.threshold is None:
+        if p.detectors.needs_embeddings:
+            rule, scored = _score_detectors(cfg, p, todo, done, log)
+        elif p.threshold is None:
             if todo:
                 scored = _check_failed(_map_shards(cfg, todo, None, finalize=False))
-            threshold = resolve_threshold(p.policy, p.decoder.calibration, O.all_scores(cfg.out, p.stems))
+            rule = O.FlagRule.dede(resolve_threshold(p.policy, p.decoder.calibration, O.all_scores(cfg.out, p.stems)))
             if todo:
-                _check_failed(_finalize_shards(cfg, todo, threshold))
+                _check_failed(_finalize_shards(cfg, todo, rule))
         else:
-            threshold = p.threshold
+            rule = O.FlagRule.dede(p.threshold)
             if todo:
-                scored = _check_failed(_map_shards(cfg, todo, threshold, finalize=True))
+                scored = _check_failed(_map_shards(cfg, todo, p.threshold, finalize=True))
     finally:
         if started:
             import ray
@@ -222,13 +285,15 @@ def _score(cfg: JobConfig, p: Plan, log) -> dict:
         raise ShardsFailed(f"{len(missing)} shards have no stats after the run (e.g. {missing[0]}); "
                            "rerun the same command to finish them")
     stats = [fin[s] for s in p.stems]
+    threshold = rule.threshold
     mismatch = [s["stem"] for s in stats if not math.isclose(s["threshold"], threshold, rel_tol=1e-6, abs_tol=1e-12)]
     if mismatch:
         log(f"score_corpus: warning: {len(mismatch)} shards were finished earlier with another threshold "
             f"(e.g. {mismatch[0]}); rerun with --overwrite or jobs/apply_threshold.py")
     attempts.clear_all(cfg.out)
     run = write_run_json(cfg.out, config=cfg.to_dict(), decoder=p.decoder, policy=str(p.policy),
-                         threshold=threshold, urls=p.urls, stems=p.stems, stats=stats, seconds=seconds, scored=scored)
+                         threshold=threshold, urls=p.urls, stems=p.stems, stats=stats, seconds=seconds, scored=scored,
+                         rule=rule)
     log(O.summary_table(run["totals"], seconds, scored, skipped))
     if cfg.report:
         from pipeline.report.analyze import report_after_run

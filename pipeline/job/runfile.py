@@ -1,4 +1,4 @@
-"""run.json: a run's config, versions, decoder, threshold, shards and totals; written last of all."""
+"""run.json: a run's config, versions, decoder, threshold, detectors, shards and totals; written last of all."""
 from __future__ import annotations
 
 import platform
@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pipeline.corpus.shards import common_root
 from pipeline.job import outputs as O
 from pipeline.job.decoder import DecoderFacts
+from pipeline.job.detectors import detector_totals
 from pipeline.job.jsonfile import write_json
 
 RUN_VERSION = 1
@@ -27,8 +28,11 @@ def versions() -> dict[str, str]:
 
 def write_run_json(out: str, *, config: dict, decoder: DecoderFacts, policy: str, threshold: float,
                    urls: list[str], stems: list[str], stats: list[dict], seconds: float, scored: int,
-                   extra: dict | None = None) -> dict:
-    """Write run.json (strict JSON: a non-finite threshold is a ValueError) and return its content."""
+                   extra: dict | None = None, rule: O.FlagRule | None = None) -> dict:
+    """Write run.json (strict JSON: a non-finite threshold is a ValueError) and return its content.
+    `rule`: what set `flagged` (default: DeDe's score over `threshold`); run.json records its flag-by
+    detector and every detector's column, threshold at the policy and samples flagged."""
+    rule = rule or O.FlagRule.dede(threshold)
     run = {
         "version": RUN_VERSION,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -36,6 +40,8 @@ def write_run_json(out: str, *, config: dict, decoder: DecoderFacts, policy: str
         "versions": versions(),
         "decoder": {"dir": decoder.dir, "sha256": decoder.sha256, "encoder": decoder.encoder_spec},
         "threshold": {"policy": str(policy), "value": float(threshold)},
+        "flag_by": rule.by,
+        "detectors": detector_totals(rule, stats),
         "input_root": common_root(urls),
         "shards": [{"url": u, "stem": s, "sha256": st.get("sha256", {})} for u, s, st in zip(urls, stems, stats)],
         "totals": O.totals(stats),

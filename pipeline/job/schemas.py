@@ -44,11 +44,17 @@ def check_parquet(table: pa.Table, schema_name: str = "scores.parquet.json") -> 
             problems.append(f"{n}: values not matching {col['pattern']}")
     allowed = {str(t) for t in (pa.bool_(), pa.int64(), pa.float64(), pa.string(), pa.null())}
     known = {c["name"] for c in spec["columns"]}
-    for n in names - known:
-        if str(table.column(n).type) not in allowed:
-            problems.append(f"extra column {n}: type {table.column(n).type} not allowed")
+    status = table.column("status").to_pylist() if "status" in names else []
+    for n in sorted(names - known):
+        pattern = next((c for c in spec.get("pattern_columns", []) if re.match(c["pattern"], n)), None)
+        if pattern is None:
+            if str(table.column(n).type) not in allowed:
+                problems.append(f"extra column {n}: type {table.column(n).type} not allowed")
+        elif not _type_ok(table.column(n).type, pattern["type"]):
+            problems.append(f"{n}: type {table.column(n).type}, expected {pattern['type']}")
+        elif [v is None for v in table.column(n).to_pylist()] != [st != "ok" for st in status]:
+            problems.append(f"{n}: null where the row was scored or set where it was not")
     if table.num_rows:
-        status = table.column("status").to_pylist()
         error = table.column("error").to_pylist()
         score = table.column("score").to_pylist()
         flagged = table.column("flagged").to_pylist()

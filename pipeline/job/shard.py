@@ -1,5 +1,6 @@
 """One shard end to end, without Ray: score it (read, decode, `Scorer.score`, route, write Parquet,
-publish the tars, stats last), or re-split it from its stored scores."""
+publish the tars, stats last), or re-split it from its stored scores (`finalize_table`: the gmm
+policy, the embedding detectors' phase and apply_threshold)."""
 from __future__ import annotations
 
 import json
@@ -182,7 +183,9 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
         raise
     timings = {"read_decode_s": read_s, "score_s": score_s, "write_s": write_s,
                "total_s": time.perf_counter() - t_start}
-    return finish_stats(task, counts, scorer.decoder_sha256, timings, checksums, source)
+    rule = O.FlagRule.dede(task.threshold)
+    return finish_stats(task, counts, rule, O.flag_counts(table, rule), scorer.decoder_sha256, timings, checksums,
+                        source)
 
 
 def _source(url: str) -> dict | None:
@@ -202,34 +205,42 @@ def _clean_up(router: O.ShardRouter | None, out: str, stem: str) -> None:
         O.remove_temp_files(out, stem)
 
 
-def finish_stats(task: ShardTask, counts, decoder_sha256: str, timings: dict, checksums: dict,
-                 source: dict | None) -> dict:
+def finish_stats(task: ShardTask, counts, rule: O.FlagRule, flagged_by: dict[str, int | None], decoder_sha256: str,
+                 timings: dict, checksums: dict, source: dict | None) -> dict:
     """Write the shard's stats (last of its files: their presence means the shard is done)."""
-    stats = O.shard_stats(url=task.url, stem=task.stem, router=counts, threshold=task.threshold,
+    stats = O.shard_stats(url=task.url, stem=task.stem, router=counts, rule=rule, flagged_by=flagged_by,
                           decoder_sha256=decoder_sha256, timings=timings, checksums=checksums, source=source)
     O.write_stats(task.out, task.stem, stats)
     return stats
 
 
-def finalize_from_scores(out: str, url: str, stem: str, threshold: float, dest: str | None = None,
+def finalize_from_scores(out: str, url: str, stem: str, rule: O.FlagRule, dest: str | None = None,
                          limits: Limits = Limits()) -> dict:
-    """Apply `threshold` to a shard's stored scores in `out` without re-scoring: the Parquet's
-    threshold/flagged columns recomputed, the source shard re-read and routed to clean/quarantine
-    (the same ShardRouter the scoring path uses), stats last; all written to `dest` (default `out`).
-    Used by gmm runs and apply_threshold; `limits` must be the run's, so the re-read sees the same samples."""
+    """Apply `rule` to a shard's stored scores in `out` without re-scoring (`finalize_table`). Used by
+    gmm runs and apply_threshold."""
+    return finalize_table(out, url, stem, O.read_parquet(O.scores_url(out, stem)), rule, dest, limits)
+
+
+def finalize_table(out: str, url: str, stem: str, table, rule: O.FlagRule, dest: str | None = None,
+                   limits: Limits = Limits()) -> dict:
+    """Apply `rule` to a shard's scores table: its threshold/flagged columns recomputed from the rule's
+    column, the source shard re-read and routed to clean/quarantine (the same ShardRouter the scoring
+    path uses), stats last; all written to `dest` (default `out`). `limits` must be the run's, so the
+    re-read sees the same samples."""
     dest = dest or out
     t_start = time.perf_counter()
     source = _source(url)
-    table = O.rethreshold(O.read_parquet(O.scores_url(out, stem)), threshold)
+    table = O.rethreshold(table, rule)
     sha = table.column("decoder_sha256")[0].as_py() if table.num_rows else ""
     router = None
     try:
-        router = O.route_from_table(dest, stem, url, table, threshold, shard_samples(url, limits))
+        router = O.route_from_table(dest, stem, url, table, rule, shard_samples(url, limits))
         parquet_sha = O.write_parquet(O.scores_url(dest, stem), table)
         checksums = {"scores": parquet_sha, **router.publish()}
     except BaseException:
         _clean_up(router, dest, stem)
         raise
-    task = ShardTask(url=url, stem=stem, out=dest, threshold=threshold, limits=limits)
-    return finish_stats(task, router, sha, {"write_s": time.perf_counter() - t_start,
-                                            "total_s": time.perf_counter() - t_start}, checksums, source)
+    task = ShardTask(url=url, stem=stem, out=dest, threshold=rule.threshold, limits=limits)
+    return finish_stats(task, router, rule, O.flag_counts(table, rule), sha,
+                        {"write_s": time.perf_counter() - t_start, "total_s": time.perf_counter() - t_start},
+                        checksums, source)

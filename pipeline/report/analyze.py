@@ -62,6 +62,16 @@ def _threshold(run: RunFiles) -> tuple[str | None, float]:
     return None, values[0]
 
 
+def _flag_by(run: RunFiles) -> tuple[str, float | None]:
+    """(the run's flag-by detector, DeDe's threshold) from run.json, else the stats (dede before the
+    embedding detectors existed); the histogram and gallery show DeDe's score at DeDe's threshold."""
+    rec = run.run or next(iter(run.stats.values()), {})
+    by = rec.get("flag_by", "dede")
+    if by == "dede":
+        return by, None
+    return by, (rec.get("detectors") or {}).get("dede", {}).get("threshold")
+
+
 def _quantiles(cal: Calibration | None) -> list[dict]:
     if cal is None:
         return []
@@ -117,19 +127,21 @@ def analyze_run(run_url: str, decoder_dir: str | None = None, out: str | None = 
     out = out or join(run_url, "report")
     dec = _decoder(run, decoder_dir)
     policy, threshold = _threshold(run)
+    by, dede_threshold = _flag_by(run)
+    score_threshold = threshold if dede_threshold is None else dede_threshold
     files = {name: AtomicFile(join(out, name)) for name in ("flagged.parquet", "keep.parquet")}
     try:
-        s = scan(run, threshold, files["flagged.parquet"], files["keep.parquet"], progress)
+        s = scan(run, score_threshold, files["flagged.parquet"], files["keep.parquet"], progress)
         scores = s.all_scores()
-        rate, source = expected_rate(policy, threshold, dec.calibration)
-        v = verdict(s.flagged, s.scored, rate, source)
+        rate, source = expected_rate(policy, threshold, dec.calibration if by == "dede" else None)
+        v = verdict(s.flagged, s.scored, rate, source, by)
         quantiles = _quantiles(dec.calibration)
         hist = histogram(scores) if len(scores) else None
         tiles, gallery_note = _gallery(s, dec, _limits(run))
         uid_files = s.uid_lists() if "uid" in run.columns else {}
         summary = _summary(run, out, dec, policy, threshold, s, v, hist, quantiles, tiles, gallery_note, uid_files)
         check_json(summary, "summary.schema.json")
-        plot = png_uri(histogram_png(hist, threshold, quantiles)) if hist else None
+        plot = png_uri(histogram_png(hist, score_threshold, quantiles)) if hist else None
         page = render(summary, plot, tiles)
         text = dumps(summary)
     except BaseException:

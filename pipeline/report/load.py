@@ -114,7 +114,8 @@ def open_run(url: str) -> RunFiles:
 def batches(run: RunFiles, columns: list[str], progress: bool = True) -> Iterator[pa.RecordBatch]:
     """Every scores row of the run, in stem order, as record batches of `columns`; BadInput naming
     the file when one cannot be read to its end."""
-    bar = tqdm(total=run.rows, unit="rows", desc="analyze_scores", disable=not progress, leave=False)
+    bar = tqdm(total=run.rows, unit="rows", desc="analyze_scores", leave=False,
+               disable=None if progress else True)       # None: no bar when stderr is not a TTY
     try:
         for url in run.scores.values():
             fs, path = fsspec.core.url_to_fs(url)

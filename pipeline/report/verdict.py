@@ -65,24 +65,26 @@ def p_text(p: float) -> str:
     return f"p < {P_FLOOR_TEXT}" if p < P_FLOOR else f"p = {p:.2g}"
 
 
-def verdict(flagged: int, scored: int, expected: float | None, expected_from: str) -> Verdict:
-    """One-sided binomial test of `flagged` of `scored` against SLACK x `expected` (H1: more are flagged)."""
+def verdict(flagged: int, scored: int, expected: float | None, expected_from: str, by: str | None = None) -> Verdict:
+    """One-sided binomial test of `flagged` of `scored` against SLACK x `expected` (H1: more are flagged).
+    `by`: the detector that flagged them, named in the text unless it is DeDe."""
+    by_text = f" by {by}" if by and by != "dede" else ""
     if scored == 0:
         return Verdict(None, "no verdict: no sample could be scored", "", flagged, 0, None, expected,
                        expected_from, None)
     rate = flagged / scored
     if expected is None:
-        return Verdict(None, f"no verdict: {rate:.1%} flagged, {expected_from}", "", flagged, scored, rate,
+        return Verdict(None, f"no verdict: {rate:.1%} flagged{by_text}, {expected_from}", "", flagged, scored, rate,
                        None, expected_from, None)
     null = min(1.0, expected * SLACK)
     p = float(binomtest(flagged, scored, null, alternative="greater").pvalue)
-    detail = (f"{rate:.1%} flagged where {expected:.1%} is expected ({p_text(p)} against at most {null:.2%}, "
+    detail = (f"{rate:.1%} flagged{by_text} where {expected:.1%} is expected ({p_text(p)} against at most {null:.2%}, "
               f"{SLACK:g} x the expected rate for calibration error; expected rate from {expected_from})")
     if p < ALPHA:
-        line = f"backdoor activity: {rate:.1%} flagged where {expected:.1%} is expected ({p_text(p)})"
+        line = f"backdoor activity: {rate:.1%} flagged{by_text} where {expected:.1%} is expected ({p_text(p)})"
         return Verdict(True, line, detail, flagged, scored, rate, expected, expected_from, p)
-    return Verdict(False, "no evidence of backdoor activity", detail, flagged, scored, rate, expected,
-                   expected_from, p)
+    return Verdict(False, "no evidence of backdoor activity" + (f" (flag-by {by})" if by_text else ""), detail,
+                   flagged, scored, rate, expected, expected_from, p)
 
 
 def shard_rows(stats: list[dict]) -> list[dict]:

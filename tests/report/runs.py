@@ -61,7 +61,8 @@ def make_run(root, *, shards: int = 4, per_shard: int = 500, threshold: float = 
                              carry_fields=("uid",) if uids else ())
         stem = f"{si:06d}"
         sha = O.write_parquet(O.scores_url(out, stem), table)
-        st = O.shard_stats(url=url, stem=stem, router=counts, threshold=threshold, decoder_sha256=SHA,
+        st = O.shard_stats(url=url, stem=stem, router=counts, rule=O.FlagRule.dede(threshold),
+                           flagged_by={"dede": counts.flagged}, decoder_sha256=SHA,
                            timings={"total_s": 1.0}, checksums={"scores": sha, "clean": SHA, "quarantine": SHA},
                            source=None)
         if stats_for is None or si < stats_for:

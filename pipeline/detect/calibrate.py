@@ -1,0 +1,87 @@
+"""Calibration of every detector of a run on the decoder's clean hold-out, scored the way corpus rows are.
+
+- `dede`: the hold-out's DeDe scores (the decoder's own calibration).
+- `X:bank`: the hold-out embeddings scored against the bank, as corpus rows are.
+- in-corpus `X`: the hold-out scored inside a pseudo-corpus, the hold-out plus the bank's rows of lowest
+  key hash, as many rows in all as the corpus reference sample has (fewer when fewer exist); each
+  hold-out row's self-match is excluded as a corpus row's is.
+- `ensemble`: each member's hold-out scores ranked leave-one-out (a row is not ranked against itself),
+  fused like corpus rows.
+Each distribution becomes a `Calibration` (the quantiles the `fpr:X` policy reads).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.dede.reference import CleanReference
+from pipeline.dede.thresholds import (Calibration, ThresholdPolicy, calibration_summary, parse_threshold,
+                                      resolve_threshold)
+from pipeline.detect.density import K
+from pipeline.detect.ensemble import Ensemble, rank_fusion
+from pipeline.detect.registry import DENSITY, Detector, fit
+from pipeline.detect.spec import DEDE, ENSEMBLE, DetectorPlan
+from pipeline.detect.suite import DetectorSuite
+from pipeline.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A run's detectors ready to score the corpus, and their clean hold-out distributions."""
+
+    suite: DetectorSuite                      # fitted on the corpus reference and the bank
+    holdout: dict[str, np.ndarray]            # by detector name: the hold-out's scores
+    calibrations: dict[str, Calibration]      # by detector name (dede: the decoder's)
+
+
+def pseudo_corpus(clean: CleanReference, size: int) -> np.ndarray:
+    """The clean stand-in for a corpus reference of `size` rows: the hold-out, then the bank (lowest key
+    hash first), cut at `size` rows. Row i is id i, so hold-out row i is pseudo-corpus row i."""
+    return np.concatenate([clean.holdout_embeddings, clean.bank_embeddings])[:size]
+
+
+def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
+    if not names:
+        return {}
+    need = k + 1 if any(n in DENSITY for n in names) else 2
+    if len(reference) < need:
+        raise BadInput(f"{what} holds {len(reference)} rows; {', '.join(names)} need at least {need}")
+    return fit(names, reference, ids, k)
+
+
+def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, reference_ids: np.ndarray,
+              dede: Calibration, k: int = K) -> Calibrated:
+    """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`) and the bank,
+    and calibrate each on the hold-out; `dede` is the decoder's calibration. BadInput when a reference
+    is too small."""
+    n = len(clean.holdout_scores)
+    if plan.members and n < 2:
+        raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
+    bank = _fit(plan.bank, clean.bank_embeddings, None, "the decoder's bank (reference.safetensors)", k)
+    pseudo = pseudo_corpus(clean, len(reference))
+    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k), bank, None)
+    holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores)
+    ensemble = None
+    if plan.members:
+        members = {m: holdout[m] for m in plan.members}
+        ensemble = Ensemble(members, plan.fusion)
+        holdout[ENSEMBLE] = rank_fusion(members, fusion=plan.fusion, leave_one_out=True)
+    calibrations = {name: dede if name == DEDE else calibration_summary(holdout[name], paper_threshold=math.nan)
+                    for name in plan.names}
+    corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k)
+    return Calibrated(DetectorSuite(plan, corpus, bank, ensemble), holdout, calibrations)
+
+
+def detector_threshold(policy: ThresholdPolicy | str | float, name: str, calibration: Calibration | None,
+                       scores: np.ndarray | None = None) -> float | None:
+    """The threshold of detector `name` at `policy`: fpr:X its calibration's quantile, a number as it
+    is, gmm a fit on its corpus scores (dede's on log scores, as the decoder's policy does); None for
+    `paper`, which only dede has."""
+    p = parse_threshold(policy)
+    if name == DEDE:
+        return resolve_threshold(p, calibration, scores)
+    if p.kind == "paper":
+        return None
+    return resolve_threshold(p, calibration, scores, log_scores=False)

@@ -1,0 +1,95 @@
+"""The detectors a scoring run computes (`score_corpus --detectors`), by name, and their Parquet columns.
+
+Names: `dede` (the decoder's score, always computed, column `score`); every embedding detector of
+`pipeline.detect.registry.DETECTORS`, scored in-corpus (against a sample of the corpus's own
+embeddings); the same name with `:bank`, scored against the decoder's bank of clean auxiliary
+embeddings; `ensemble` (rank fusion of `--ensemble` members, computed with it); `all` (every one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pipeline.detect.ensemble import FUSIONS
+from pipeline.detect.registry import DETECTORS
+from pipeline.errors import BadInput
+
+DEDE, ENSEMBLE, BANK = "dede", "ensemble", ":bank"
+SINGLE: tuple[str, ...] = (DEDE, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
+KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
+DEFAULT_ENSEMBLE = (DEDE, "kdist-dense")
+
+
+def column(name: str) -> str:
+    """The scores Parquet column of a detector: `score` for dede, else `det_<name>` with `-` and `:` as `_`."""
+    return "score" if name == DEDE else "det_" + name.replace("-", "_").replace(":", "_")
+
+
+def base(name: str) -> str:
+    """The registry name of an embedding detector (`kdist:bank` -> `kdist`)."""
+    return name.removesuffix(BANK)
+
+
+def _names(value: str | Sequence[str]) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [n.strip().lower() for n in items if n.strip()]
+
+
+def _check(flag: str, names: list[str], allowed: tuple[str, ...]) -> None:
+    if not names:
+        raise BadInput(f"{flag} names no detector; known: {', '.join(allowed)}")
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise BadInput(f"{flag}: unknown detector {bad[0]!r}; known: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class DetectorPlan:
+    """The detectors of a run: those computed (dede first, ensemble last), the one whose threshold sets
+    `flagged`, and the ensemble's members and fusion."""
+
+    names: tuple[str, ...]
+    flag_by: str = DEDE
+    members: tuple[str, ...] = ()           # the ensemble's, when it is computed
+    fusion: str = "max"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """True when any detector other than dede is computed (the run keeps the embeddings)."""
+        return self.names != (DEDE,)
+
+    @property
+    def in_corpus(self) -> list[str]:
+        """Registry names scored against the corpus's own reference sample."""
+        return [n for n in self.names if n in DETECTORS]
+
+    @property
+    def bank(self) -> list[str]:
+        """Registry names scored against the decoder's bank."""
+        return [base(n) for n in self.names if n.endswith(BANK)]
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Parquet column by detector name."""
+        return {n: column(n) for n in self.names}
+
+
+def plan_detectors(detectors: str | Sequence[str] = DEDE, flag_by: str = DEDE,
+                   ensemble: str | Sequence[str] = DEFAULT_ENSEMBLE, fusion: str = "max") -> DetectorPlan:
+    """Parse `--detectors`, `--flag-by`, `--ensemble`, `--fusion`; a one-line BadInput naming the flag."""
+    asked = _names(detectors)
+    _check("--detectors", asked, (*KNOWN, "all"))
+    if "all" in asked:
+        asked = list(KNOWN)
+    members = _names(ensemble)
+    _check("--ensemble", members, SINGLE)
+    if fusion not in FUSIONS:
+        raise BadInput(f"--fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+    names = [DEDE, *(n for n in asked if n != ENSEMBLE)]
+    if ENSEMBLE in asked:
+        names += [*members, ENSEMBLE]
+    names = list(dict.fromkeys(names))          # first mention kept; ensemble stays last
+    flag = flag_by.strip().lower()
+    if flag not in names:
+        raise BadInput(f"--flag-by {flag_by!r} is not one of the computed detectors ({', '.join(names)})")
+    return DetectorPlan(tuple(names), flag, tuple(dict.fromkeys(members)) if ENSEMBLE in names else (), fusion)

@@ -1,0 +1,40 @@
+"""A run's detectors, fitted on their references, scoring rows: `suite.score(x, ids, dede)`.
+
+In-corpus detectors are fitted on a corpus reference sample whose rows carry ids (a corpus row's id
+is the hash of its shard stem and key, so a row inside the sample is matched to itself and its
+self-match left out); `:bank` ones on the decoder's bank; the ensemble fuses its members' clean
+percentiles. The suite pickles whole (Ray's object store) and rebuilds its faiss indexes on arrival.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.detect.ensemble import Ensemble
+from pipeline.detect.registry import Detector
+from pipeline.detect.spec import DEDE, ENSEMBLE, DetectorPlan, base
+
+
+class DetectorSuite:
+    """The plan's detectors: `corpus` (by registry name, in-corpus), `bank` (by registry name, against
+    the bank) and the ensemble (None: not computed, or being calibrated)."""
+
+    def __init__(self, plan: DetectorPlan, corpus: dict[str, Detector], bank: dict[str, Detector],
+                 ensemble: Ensemble | None):
+        self.plan, self.corpus, self.bank, self.ensemble = plan, corpus, bank, ensemble
+
+    def score(self, x: np.ndarray, ids: np.ndarray, dede: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`); the ensemble when the
+        suite has one."""
+        out = {DEDE: np.asarray(dede, np.float64)}
+        for name in self.plan.names:
+            if name in (DEDE, ENSEMBLE):
+                continue
+            if len(x) == 0:
+                out[name] = np.empty(0)
+            elif name in self.corpus:
+                out[name] = np.asarray(self.corpus[name](x, ids), np.float64)
+            else:
+                out[name] = np.asarray(self.bank[base(name)](x, None), np.float64)
+        if self.ensemble is not None:
+            out[ENSEMBLE] = self.ensemble(out)
+        return out

@@ -1,0 +1,109 @@
+"""score_corpus --detectors: the embedding detectors' columns, flagged by the --flag-by detector, every
+sample routed once, resume a no-op, other detectors refused, apply_threshold by the flag-by column; bad
+detector names and decoders without a clean reference are one line before Ray starts."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from jobs.apply_threshold import main as apply_main
+from jobs.score_corpus import main
+from pipeline.corpus.reader import iter_shard
+from pipeline.job import outputs as O
+from pipeline.job.schemas import check_json, check_parquet
+
+DETECTORS = "dede,kdist-dense,kdist:bank,ensemble"
+COLUMNS = {"dede": "score", "kdist-dense": "det_kdist_dense", "kdist:bank": "det_kdist_bank",
+           "ensemble": "det_ensemble"}
+
+
+def _argv(inputs, decoder, out, *extra):
+    return ["--input", str(inputs), "--decoder", decoder, "--out", str(out), "--batch-size", "16", "--actors", "1",
+            "--no-progress", *extra]
+
+
+def _samples(url: str) -> int:
+    return len({s.key for s in iter_shard(url)})
+
+
+def _check_split(out, run, column):
+    """Every shard: schema-valid, flagged exactly where the flag-by column is over the threshold, and
+    read = kept (clean tar) + flagged and errored (quarantine tar)."""
+    read = 0
+    for shard in run["shards"]:
+        stem = shard["stem"]
+        t = O.read_parquet(O.scores_url(str(out), stem))
+        check_parquet(t)
+        stats = O.read_json(O.stats_url(str(out), stem))
+        check_json(stats, "stats.schema.json")
+        values = t.column(column).to_numpy(zero_copy_only=False)
+        threshold = t.column("threshold").to_numpy(zero_copy_only=False)
+        ok = np.asarray(t.column("status").to_pylist()) == "ok"
+        flagged = t.column("flagged").to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(flagged, ok & (np.nan_to_num(values, nan=-np.inf) > threshold))
+        assert _samples(O.clean_url(str(out), stem)) == stats["kept"]
+        assert _samples(O.quarantine_url(str(out), stem)) == stats["flagged"] + stats["errored"]
+        assert stats["read"] == t.num_rows == stats["kept"] + stats["flagged"] + stats["errored"]
+        read += stats["read"]
+    assert read == run["totals"]["read"] == 160
+
+
+def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, tiny_decoder, ray_session, capsys):
+    out = tmp_path / "run"
+    argv = _argv(cifar_shard_dir, tiny_decoder, out, "--detectors", DETECTORS, "--flag-by", "ensemble")
+    assert main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    check_json(run, "run.schema.json")
+    assert run["flag_by"] == "ensemble" and run["config"]["fusion"] == "max"
+    assert {n: d["column"] for n, d in run["detectors"].items()} == COLUMNS
+    assert run["detectors"]["ensemble"]["flagged"] == run["totals"]["flagged"]
+    assert run["threshold"]["value"] == run["detectors"]["ensemble"]["threshold"]
+    table = O.read_parquet(O.scores_url(str(out), run["shards"][0]["stem"]))
+    assert {"embedding", *COLUMNS.values()} <= set(table.column_names)        # embeddings kept without the flag
+    _check_split(out, run, "det_ensemble")
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["verdict"]["flagged"] == run["totals"]["flagged"]
+    capsys.readouterr()
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "report" not in p.parts
+              and p.name != "run.json"}
+    assert main(argv + ["--no-report"]) == 0                                   # resume: nothing left to do
+    assert "4 already done, 0 to score" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in before} == before
+
+    assert main(_argv(cifar_shard_dir, tiny_decoder, out, "--detectors", "dede,kdist")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other detectors" in err[0] and "use --overwrite" in err[0], err
+
+    assert apply_main(["--run", str(out), "--threshold", "0.9"]) == 0          # re-split by det_ensemble
+    again = json.loads((out / "run.json").read_text())
+    assert again["flag_by"] == "ensemble" and again["detectors"]["ensemble"]["threshold"] == pytest.approx(0.9)
+    _check_split(out, again, "det_ensemble")
+
+
+@pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion"])
+def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
+    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, kdist"),
+                   "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
+                   "fusion": (["--fusion", "median"], "invalid choice")}[case]
+    out = tmp_path / "out"
+    assert main(_argv(cifar_shard_dir, tiny_decoder, out, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and want in err[0], err
+    assert not out.exists()
+
+
+def test_a_decoder_without_a_clean_reference_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_decoder, old)
+    cfg = json.loads((old / "config.json").read_text())
+    (old / cfg.pop("reference")["file"]).unlink()
+    (old / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "kdist")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no clean reference" in err[0] and "retrain the decoder" in err[0], err
+    assert not out.exists()

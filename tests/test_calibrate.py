@@ -1,0 +1,130 @@
+"""The product's embedding detectors on synthetic embeddings: calibration on a clean hold-out (realised
+FPR near the asked one), rank fusion by max/mean with leave-one-out ranks, k-NN self-exclusion by id."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.dede.reference import CleanReference
+from pipeline.dede.thresholds import calibration_summary, fpr_threshold
+from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus
+from pipeline.detect.ensemble import percentile, rank_fusion
+from pipeline.detect.knn import knn
+from pipeline.detect.registry import fit
+from pipeline.detect.spec import column, plan_detectors
+from pipeline.errors import BadInput
+
+D = 16
+
+
+def clean_reference(rng, n_holdout=2000, n_bank=8000, sample=None) -> CleanReference:
+    sample = sample or (lambda n: rng.normal(size=(n, D)))
+    return CleanReference(holdout_scores=rng.gamma(2.0, size=n_holdout).astype(np.float32),
+                          holdout_embeddings=sample(n_holdout).astype(np.float16),
+                          bank_embeddings=sample(n_bank).astype(np.float16))
+
+
+def test_planted_dense_cluster_is_found_in_corpus_at_fpr_001_and_clean_fpr_holds():
+    rng = np.random.default_rng(0)
+    clean = clean_reference(rng)
+    corpus = rng.normal(size=(5000, D))
+    planted = corpus[0] + rng.normal(scale=0.01, size=(100, D))        # triggered images collapsed together
+    x = np.concatenate([corpus, planted]).astype(np.float16)
+    poisoned = np.r_[np.zeros(5000, bool), np.ones(100, bool)]
+    ids = rng.choice(2**62, size=len(x), replace=False).astype(np.uint64)   # ids are hashes, not positions
+    plan = plan_detectors("kdist-dense")
+    cal = calibrate(plan, clean, x, ids, calibration_summary(clean.holdout_scores, 1.0))
+    s = cal.suite.score(x, ids, np.zeros(len(x)))["kdist-dense"]
+    t = detector_threshold("fpr:0.01", "kdist-dense", cal.calibrations["kdist-dense"])
+    assert t == fpr_threshold(cal.calibrations["kdist-dense"], 0.01)
+    assert 0.005 <= (s[~poisoned] > t).mean() <= 0.02
+    assert (s[poisoned] > t).mean() > 0.95
+    assert len(cal.holdout["kdist-dense"]) == 2000
+
+
+def test_uniform_cloud_gives_no_suspects():
+    rng = np.random.default_rng(3)
+    uniform = lambda n: rng.uniform(size=(n, 8))        # noqa: E731
+    clean = clean_reference(rng, 500, 1500, uniform)
+    x = uniform(1000).astype(np.float16)
+    labels = np.zeros(1000)
+    labels[rng.choice(1000, 50, replace=False)] = 1
+    ids = np.arange(1000, dtype=np.uint64)
+    plan = plan_detectors("kdist,kdist-dense,dao,kdist:bank,ensemble", ensemble="kdist,kdist-dense")
+    cal = calibrate(plan, clean, x, ids, calibration_summary(clean.holdout_scores, 1.0))
+    scores = cal.suite.score(x, ids, np.zeros(1000))
+    for name in plan.names[1:]:
+        assert 0.35 < roc_auc_score(labels, scores[name]) < 0.65, name
+
+
+def test_in_corpus_calibration_uses_a_pseudo_corpus_of_the_corpus_reference_size():
+    rng = np.random.default_rng(1)
+    clean = clean_reference(rng, 100, 300)
+    assert len(pseudo_corpus(clean, 250)) == 250 and len(pseudo_corpus(clean, 10_000)) == 400
+    np.testing.assert_array_equal(pseudo_corpus(clean, 50), clean.holdout_embeddings[:50])
+    plan = plan_detectors("kdist,norm:bank")
+    x = rng.normal(size=(250, D)).astype(np.float16)
+    cal = calibrate(plan, clean, x, np.arange(250, dtype=np.uint64), calibration_summary(clean.holdout_scores, 1.0))
+    # the hold-out scored in its pseudo-corpus, self-matches out: the same as in-corpus scoring of that set
+    pseudo = pseudo_corpus(clean, 250)
+    expected = fit(["kdist"], pseudo)["kdist"](clean.holdout_embeddings, np.arange(100))
+    np.testing.assert_allclose(cal.holdout["kdist"], expected)
+    assert math.isnan(cal.calibrations["kdist"].paper_threshold)
+    assert detector_threshold("paper", "kdist", cal.calibrations["kdist"]) is None
+    with pytest.raises(BadInput, match="need at least 17"):
+        calibrate(plan, clean, x[:10], np.arange(10, dtype=np.uint64), cal.calibrations["dede"])
+
+
+def test_percentile_leave_one_out_and_fusion_by_max_and_mean():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(percentile(np.array([0.0, 2.0, 9.0]), ref), [0.0, 0.375, 1.0])
+    # leave-one-out: row i is ranked against the other three only
+    np.testing.assert_allclose(percentile(ref, ref, leave_one_out=True), [0.0, 1 / 3, 2 / 3, 1.0])
+    ties = np.array([5.0, 5.0, 1.0])
+    np.testing.assert_allclose(percentile(ties, ties, leave_one_out=True), [0.75, 0.75, 0.0])
+    a, b = np.array([1.0, 4.0]), np.array([4.0, 2.0])
+    refs = {"a": ref, "b": ref}
+    np.testing.assert_allclose(rank_fusion({"a": a, "b": b}, refs, fusion="max"), [0.875, 0.875])
+    np.testing.assert_allclose(rank_fusion({"a": a, "b": b}, refs, fusion="mean"), [0.5, 0.625])
+    np.testing.assert_allclose(rank_fusion({"a": ref, "b": ref[::-1]}, fusion="max", leave_one_out=True),
+                               [1.0, 2 / 3, 2 / 3, 1.0])
+    with pytest.raises(ValueError, match="fusion must be one of max, mean"):
+        rank_fusion({"a": a}, refs, fusion="median")
+
+
+def test_ensemble_calibration_is_the_leave_one_out_fusion_of_the_holdout():
+    rng = np.random.default_rng(2)
+    clean = clean_reference(rng, 300, 600)
+    x = rng.normal(size=(400, D)).astype(np.float16)
+    plan = plan_detectors("ensemble", "ensemble", "dede,kdist-dense", "mean")
+    assert plan.names == ("dede", "kdist-dense", "ensemble") and column("ensemble") == "det_ensemble"
+    cal = calibrate(plan, clean, x, np.arange(400, dtype=np.uint64), calibration_summary(clean.holdout_scores, 1.0))
+    h = cal.holdout
+    want = (percentile(h["dede"], h["dede"], True) + percentile(h["kdist-dense"], h["kdist-dense"], True)) / 2
+    np.testing.assert_allclose(h["ensemble"], want)
+    scores = cal.suite.score(x, np.arange(400, dtype=np.uint64), rng.gamma(2.0, size=400))
+    want = (percentile(scores["dede"], h["dede"]) + percentile(scores["kdist-dense"], h["kdist-dense"])) / 2
+    np.testing.assert_allclose(scores["ensemble"], want)
+
+
+def test_knn_excludes_each_query_by_id_even_among_exact_duplicates():
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(50, D))
+    ref[10:13] = ref[10]                                   # three identical images, three distinct rows
+    ref_ids = np.arange(100, 150)
+    queries = ref[[10, 11, 20]]
+    dist, idx = knn(queries, ref, 3, query_ids=np.array([111, 110, 999]), reference_ids=ref_ids)
+    assert 11 not in idx[0] and set(idx[0][:2]) == {10, 12}            # 111 is row 11: itself left out
+    assert 10 not in idx[1] and set(idx[1][:2]) == {11, 12}
+    assert dist[0][0] == dist[0][1] == 0.0                             # its duplicates stay, at distance 0
+    full, _ = knn(queries[2:], ref, 4)
+    np.testing.assert_allclose(dist[2], full[0][:3], rtol=1e-5)        # an id not in the reference: k nearest
+    in_corpus, _ = knn(ref, None, 3)
+    by_id, _ = knn(ref, ref, 3, query_ids=ref_ids, reference_ids=ref_ids)
+    np.testing.assert_allclose(in_corpus, by_id)
+    # fitted density detectors: a query that is a reference row gets that row's own neighbourhood
+    det = fit(["kdist"], ref, ref_ids)["kdist"]
+    np.testing.assert_allclose(det(ref[:5], ref_ids[:5]), fit(["kdist"], ref)["kdist"](ref, np.arange(50))[:5])
