@@ -1,7 +1,7 @@
 """Score a WebDataset corpus with a DeDe decoder on Ray Data; write scores, clean and quarantine shards.
 
     python jobs/score_corpus.py --input 'shards/{000000..000009}.tar' --decoder runs/dede --out runs/score
-    python jobs/score_corpus.py ... --detectors dede,kdist-dense,kdist:bank,ensemble --flag-by ensemble
+    python jobs/score_corpus.py ... --detectors dede,slof:bank,ensemble --flag-by ensemble
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/score_corpus.py ...
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import cli  # noqa: E402
 from pipeline.corpus.limits import Limits  # noqa: E402
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS  # noqa: E402
-from pipeline.detect.ensemble import FUSIONS  # noqa: E402
+from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS  # noqa: E402
 from pipeline.detect.registry import DETECTORS  # noqa: E402
 from pipeline.detect.spec import DEFAULT_ENSEMBLE  # noqa: E402
 from pipeline.job.config import DEFAULT_REFERENCE, JobConfig  # noqa: E402
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ensemble", default=",".join(DEFAULT_ENSEMBLE),
                     help=f"members of the ensemble detector, ranked by their clean hold-out percentiles "
                          f"(default {','.join(DEFAULT_ENSEMBLE)})")
-    ap.add_argument("--fusion", choices=FUSIONS, default="max",
-                    help="how the ensemble fuses its members' percentiles: max (default) or mean")
+    ap.add_argument("--fusion", choices=FUSIONS, default=DEFAULT_FUSION,
+                    help=f"how the ensemble fuses its members' percentiles: max or mean (default {DEFAULT_FUSION})")
     ap.add_argument("--density-reference", type=cli.positive_int, default=DEFAULT_REFERENCE,
                     help=f"rows of the in-corpus reference sample (lowest hash of shard stem + key, so reruns pick "
                          f"the same rows; default {DEFAULT_REFERENCE}); the exact k-NN costs about rows x this x dim")

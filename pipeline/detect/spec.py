@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from pipeline.detect.ensemble import FUSIONS
+from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS
 from pipeline.detect.registry import DETECTORS
 from pipeline.errors import BadInput
 
 DEDE, ENSEMBLE, BANK = "dede", "ensemble", ":bank"
 SINGLE: tuple[str, ...] = (DEDE, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
-DEFAULT_ENSEMBLE = (DEDE, "kdist-dense")
+DEFAULT_ENSEMBLE = (DEDE, "slof:bank")    # the detection table's best pair (results/detection.md)
 
 
 def column(name: str) -> str:
@@ -51,7 +51,7 @@ class DetectorPlan:
     names: tuple[str, ...]
     flag_by: str = DEDE
     members: tuple[str, ...] = ()           # the ensemble's, when it is computed
-    fusion: str = "max"
+    fusion: str = DEFAULT_FUSION
 
     @property
     def needs_embeddings(self) -> bool:
@@ -75,7 +75,7 @@ class DetectorPlan:
 
 
 def plan_detectors(detectors: str | Sequence[str] = DEDE, flag_by: str = DEDE,
-                   ensemble: str | Sequence[str] = DEFAULT_ENSEMBLE, fusion: str = "max") -> DetectorPlan:
+                   ensemble: str | Sequence[str] = DEFAULT_ENSEMBLE, fusion: str = DEFAULT_FUSION) -> DetectorPlan:
     """Parse `--detectors`, `--flag-by`, `--ensemble`, `--fusion`; a one-line BadInput naming the flag."""
     asked = _names(detectors)
     _check("--detectors", asked, (*KNOWN, "all"))

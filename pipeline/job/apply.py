@@ -12,6 +12,7 @@ import fsspec
 
 from pipeline.corpus.limits import Limits
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
+from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.detect.spec import DEDE, DEFAULT_ENSEMBLE, plan_detectors
 from pipeline.job import detectors as D
 from pipeline.job import outputs as O
@@ -65,7 +66,7 @@ def _rule(run: dict, run_dir: str, stems: list[str], policy: ThresholdPolicy, de
     (its corpus reference sample and the decoder's clean reference)."""
     cfg = run["config"]
     plan = plan_detectors(cfg.get("detectors", [DEDE]), run.get("flag_by", DEDE), cfg.get("ensemble", DEFAULT_ENSEMBLE),
-                          cfg.get("fusion", "max"))
+                          cfg.get("fusion", DEFAULT_FUSION))
     if policy.kind == "paper" and plan.flag_by != DEDE:
         raise JobError(f"--threshold paper exists only for dede, not the run's flag-by {plan.flag_by}; use fpr:X, "
                        "gmm or a number")

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.corpus.limits import Limits
 from pipeline.detect.density import K
+from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.detect.spec import DEDE, DEFAULT_ENSEMBLE, DetectorPlan, plan_detectors
 from pipeline.errors import BadInput
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS
@@ -37,7 +38,7 @@ class JobConfig:
     detectors: list[str] = field(default_factory=lambda: [DEDE])   # pipeline.detect.spec names; dede alone: one phase
     flag_by: str = DEDE                   # the detector whose threshold sets `flagged` and the split
     ensemble: list[str] = field(default_factory=lambda: list(DEFAULT_ENSEMBLE))
-    fusion: str = "max"                   # rank fusion of the ensemble: max or mean
+    fusion: str = DEFAULT_FUSION                 # rank fusion of the ensemble: max or mean
     density_reference: int = DEFAULT_REFERENCE   # rows of the in-corpus reference sample
 
     def validate(self) -> None:

@@ -24,10 +24,13 @@ import numpy as np
 from pipeline.dede.config import load_decoder_config
 from pipeline.dede.thresholds import parse_threshold
 from pipeline.dede.train import STATE, TrainConfig, train_decoder
+from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.detect.metrics import summary
+from pipeline.detect.spec import DEFAULT_ENSEMBLE
 from pipeline.encoders import parse_spec
 from pipeline.errors import BadInput
 from pipeline.job.config import JobConfig
+from pipeline.job.console import start_ray
 from pipeline.job.run import run_job
 from pipeline.lab.attacks import ATTACKS, IMPLANTED, trigger_for
 from pipeline.lab.cache import Entry, cache_dir
@@ -280,13 +283,9 @@ class LazyRay:
         self.started = False
 
     def ensure(self) -> None:
-        import ray
-
-        if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        if os.environ.get("RAY_ADDRESS"):
             return
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=True)
-        self.started = True
+        self.started = start_ray(None) or self.started
 
     def __enter__(self) -> "LazyRay":
         return self
@@ -302,7 +301,7 @@ class LazyRay:
 def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, Any]:
     return {"kind": "score", "decoder": decoder.name, "pool": pool.name, "threshold": settings.threshold,
             "detectors": settings.job_detectors, "flag_by": settings.flag_by if job_has("flag_by") else None,
-            "format": FORMAT}
+            "ensemble": list(DEFAULT_ENSEMBLE), "fusion": DEFAULT_FUSION, "format": FORMAT}
 
 
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,

@@ -12,11 +12,12 @@ import pytest
 from jobs.apply_threshold import main as apply_main
 from jobs.score_corpus import main
 from pipeline.corpus.reader import iter_shard
+from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,kdist-dense,kdist:bank,ensemble"
-COLUMNS = {"dede": "score", "kdist-dense": "det_kdist_dense", "kdist:bank": "det_kdist_bank",
+DETECTORS = "dede,kdist-dense,slof:bank,ensemble"          # the default ensemble is dede + slof:bank
+COLUMNS = {"dede": "score", "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
            "ensemble": "det_ensemble"}
 
 
@@ -57,7 +58,7 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     assert main(argv) == 0
     run = json.loads((out / "run.json").read_text())
     check_json(run, "run.schema.json")
-    assert run["flag_by"] == "ensemble" and run["config"]["fusion"] == "max"
+    assert run["flag_by"] == "ensemble" and run["config"]["fusion"] == DEFAULT_FUSION
     assert {n: d["column"] for n, d in run["detectors"].items()} == COLUMNS
     assert run["detectors"]["ensemble"]["flagged"] == run["totals"]["flagged"]
     assert run["threshold"]["value"] == run["detectors"]["ensemble"]["threshold"]
