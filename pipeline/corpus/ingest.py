@@ -21,7 +21,7 @@ def write_shards(samples: Iterator[tuple[str, dict[str, bytes]]], out_dir: str, 
     """(key, {suffix: bytes}) samples -> `out_dir/{prefix}NNNNNN.tar` shards of `shard_size` samples."""
     urls, sink, in_shard = [], None, 0
     try:
-        for key, fields in tqdm(samples, total=total, desc="packing", unit="img"):
+        for key, fields in tqdm(samples, total=total, desc="packing", unit="img", disable=None):
             if sink is None or in_shard >= shard_size:
                 if sink is not None:
                     sink.close()

@@ -84,7 +84,7 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
     image_size = cfg.model.image_size
     size = max(encoder.input_size, image_size)
     keys, images, bad = [], [], Counter()
-    bar = tqdm(total=cfg.max_samples, desc="reading auxiliary data", unit="img", disable=not cfg.progress)
+    bar = tqdm(total=cfg.max_samples, desc="reading auxiliary data", unit="img", disable=None if cfg.progress else True)
     for url in shards:
         for s in iter_shard(url):
             if s.error:
@@ -106,7 +106,7 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
         raise ValueError(f"no usable images in {cfg.data} (bad samples: {dict(bad)})")
     arr = np.stack(images)
     embs = []
-    for i in tqdm(range(0, len(arr), cfg.batch_size), desc="embedding", disable=not cfg.progress):
+    for i in tqdm(range(0, len(arr), cfg.batch_size), desc="embedding", disable=None if cfg.progress else True):
         with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=encoder.device.type == "cuda"):
             embs.append(encoder.embed(torch.from_numpy(arr[i:i + cfg.batch_size])).float().cpu())
     if size != image_size:
@@ -182,7 +182,7 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
         model.train()
         total, n, tstart = 0.0, 0, time.time()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if cfg.progress else True)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
             x = decoder_pixels(images[idx].to(device), mcfg.image_size, cfg.pixel_mean, cfg.pixel_std)

@@ -115,7 +115,7 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     cost_sw, cost_conc = cfg.drupe_cost_sw, cfg.drupe_cost_conc
     history: list[dict[str, float]] = []
     trained = 0.0
-    bar = tqdm(total=cfg.epochs * steps, desc=cfg.method, mininterval=10)
+    bar = tqdm(total=cfg.epochs * steps, desc=cfg.method, mininterval=10, disable=None)
     for epoch in range(cfg.epochs):
         perm = torch.randperm(len(shadow))
         sums: dict[str, float] = {}
