@@ -30,7 +30,7 @@ from pipeline.dede.thresholds import calibration_summary
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
 from pipeline.errors import BadInput, one_line
-from pipeline.keyhash import key_hash, key_hashes
+from pipeline.keyhash import key_hashes
 from pipeline.storage import exists, write_bytes_atomic
 
 STATE = "train_state.pt"
@@ -72,10 +72,6 @@ class AuxData:
     images: np.ndarray                  # (N, S, S, 3) uint8 at the decoder's size
     embeddings: torch.Tensor            # (N, D) float32
     bad: Counter = field(default_factory=Counter)
-
-
-def _unit_hash(key: str) -> float:
-    return key_hash(key) / 2**64
 
 
 def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
@@ -125,9 +121,8 @@ def split_holdout(keys: list[str], share: float, cap: int) -> tuple[np.ndarray, 
     membership does not change when shards are renamed, moved or read in another order."""
     if len(keys) < 2:
         raise BadInput(f"{len(keys)} auxiliary image(s): a decoder needs at least 2 (one to train, one to calibrate)")
-    u = np.array([_unit_hash(k) for k in keys])
     n_hold = min(cap, max(int(np.ceil(share * len(keys))), min(MIN_HOLDOUT, len(keys) // 2)))
-    hold = np.argsort(u, kind="stable")[:max(1, n_hold)]
+    hold = np.argsort(key_hashes(keys), kind="stable")[:max(1, n_hold)]
     mask = np.ones(len(keys), bool)
     mask[hold] = False
     return np.flatnonzero(mask), np.sort(hold)

@@ -31,13 +31,13 @@ from pipeline.corpus.cifar import archive_path
 from pipeline.corpus.ingest import cifar10_samples, write_shards
 from pipeline.dede.train import TrainConfig, train_decoder
 from pipeline.detect import metrics
-from pipeline.detect.spec import column
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, create_encoder
 from pipeline.errors import BadInput, WorkFailed
 from pipeline.job.config import JobConfig
 from pipeline.job.run import run_job
 from pipeline.lab.cifar import load_split
 from pipeline.lab.compute import setup
+from pipeline.lab.detect import detector_columns, ground_truth, read_scores, result_key
 from pipeline.lab.detect_data import CALIBRATION_POOL, POOL_SIZES, pool_plan, write_pool_shards
 from pipeline.lab.encoders import SIMCLR_ENCODER
 from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, pick_shadow_and_refs
@@ -189,15 +189,10 @@ def write_aux(cfg: DemoConfig, log: Log) -> Path:
 def flag_by_metrics(run_dir: Path, run: dict) -> dict[str, float | None]:
     """AUC, and TPR / FPR at the run's threshold, of the flag-by detector's column against the carried
     ground truth; AUC and TPR are None for a corpus with no triggered sample."""
-    import pyarrow.dataset as ds
-
-    by = run.get("flag_by", "dede")
-    col = (run.get("detectors") or {}).get(by, {}).get("column") or column(by)
-    threshold = float(run["threshold"]["value"])
-    table = ds.dataset(str(run_dir / "scores"), format="parquet").to_table(columns=["status", "poisoned", col])
-    ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok", bool)
-    y = np.asarray(table.column("poisoned").to_numpy(zero_copy_only=False), np.float64)[ok] > 0
-    s = np.asarray(table.column(col).to_numpy(zero_copy_only=False), np.float64)[ok]
+    col, threshold = detector_columns(run)[result_key(run.get("flag_by", "dede"))]
+    table = read_scores(run_dir, [col])
+    ok, y = ground_truth(table)
+    y, s = y[ok], np.asarray(table[col], np.float64)[ok]
     if y.any() and not y.all():
         r = metrics.rates(y, s, threshold)
         return {"auc": metrics.auc(y, s), "tpr": r["tpr"], "fpr": r["fpr"], "threshold": threshold}

@@ -340,10 +340,10 @@ def detector_columns(run: dict[str, Any]) -> dict[str, tuple[str, float | None]]
 
 
 def read_scores(run_dir: Path, columns: list[str]) -> dict[str, np.ndarray]:
-    """The named columns of a run's scores/*.parquet (with status and the carried ground truth)."""
+    """The named columns of a run's scores/*.parquet (with status and the carried ground truth `poisoned`)."""
     import pyarrow.dataset as ds
 
-    names = list(dict.fromkeys(["status", *CARRY, *columns]))
+    names = list(dict.fromkeys(["status", "poisoned", *columns]))
     table = ds.dataset(str(run_dir / "scores"), format="parquet").to_table(columns=names)
     return {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
 
@@ -352,7 +352,7 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def _truth(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def ground_truth(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(ok rows, poisoned labels as bool): error rows and rows without ground truth are not ok."""
     ok = np.asarray(table["status"]) == "ok"
     raw = np.asarray(table["poisoned"], dtype=object)
@@ -366,7 +366,7 @@ def pool_metrics(table: dict[str, np.ndarray], columns: dict[str, tuple[str, flo
                  median_rule: bool) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     """Per detector the metrics.summary of its scores (AUC, TPR/FPR at its default threshold, oracle
     TPR at 1% FPR, and with `median_rule` the median rule), and the pool's counts (errors included)."""
-    ok, y = _truth(table)
+    ok, y = ground_truth(table)
     counts = {"samples": int(len(ok)), "errors": int((np.asarray(table["status"]) != "ok").sum()),
               "poisoned": int((y & ok).sum()), "clean": int((~y & ok).sum())}
     out: dict[str, dict[str, Any]] = {}
@@ -385,7 +385,7 @@ def pool_metrics(table: dict[str, np.ndarray], columns: dict[str, tuple[str, flo
 
 def clean_rates(table: dict[str, np.ndarray], columns: dict[str, tuple[str, float | None]]) -> dict[str, float | None]:
     """Per detector the share of (all-clean) ok rows above its default threshold: the realised FPR."""
-    ok, _ = _truth(table)
+    ok, _ = ground_truth(table)
     out = {}
     for key, (column, threshold) in columns.items():
         scores = np.asarray(table[column], dtype=np.float64)[ok]
