@@ -121,7 +121,7 @@ def run(a: argparse.Namespace) -> None:
     out = work / "job-out"
     cfg = JobConfig(inputs=[str(work / "cifar10-test")], out=str(out), decoder=decoder, batch_size=a.batch_size,
                     actors=a.actors, cpus_per_actor=a.cpus_per_actor, threads=a.threads, overwrite=True,
-                    progress=False, max_shards=a.max_shards)
+                    progress=False, max_shards=a.max_shards, detectors=["dede"])   # like the plain loop: DeDe only
     t0 = time.perf_counter()
     run = run_job(cfg)
     s_job = time.perf_counter() - t0

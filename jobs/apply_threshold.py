@@ -1,5 +1,6 @@
 """Re-split a finished scoring run with another threshold, from its stored scores (no re-scoring), by
-the run's flag-by detector (--flag-by of score_corpus; DeDe's score by default).
+the run's flag-by detector as run.json records it (--flag-by of score_corpus, by default the ensemble
+when it was computed; DeDe's score for runs recorded without one).
 
     python jobs/apply_threshold.py --run runs/score --threshold 0.35
     python jobs/apply_threshold.py --run runs/score --threshold gmm

@@ -97,9 +97,7 @@ def run(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    ap.set_defaults(argv=list(sys.argv[1:] if argv is None else argv))   # recorded as the command
-    return cli.main(ap, run, argv)
+    return cli.main_recorded(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Score a WebDataset corpus with a DeDe decoder on Ray Data; write scores, clean and quarantine shards.
+By default the ensemble of --ensemble's members (DeDe and its partner) is computed and sets the split.
 
     python jobs/score_corpus.py --input 'shards/{000000..000009}.tar' --decoder runs/dede --out runs/score
-    python jobs/score_corpus.py ... --detectors dede,slof:bank,ensemble --flag-by ensemble
+    python jobs/score_corpus.py ... --detectors dede          # DeDe alone (one phase, flag-by dede)
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/score_corpus.py ...
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.corpus.limits import Limits  # noqa: E402
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS  # noqa: E402
 from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS  # noqa: E402
 from pipeline.detect.registry import DETECTORS  # noqa: E402
-from pipeline.detect.spec import DEFAULT_ENSEMBLE  # noqa: E402
+from pipeline.detect.spec import DEFAULT_DETECTORS, DEFAULT_ENSEMBLE, plan_detectors  # noqa: E402
 from pipeline.job.config import DEFAULT_REFERENCE, JobConfig  # noqa: E402
 from pipeline.job.run import run_job  # noqa: E402
 
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="shards: path, folder, glob, {000..009} braces or fsspec URL (s3://, gs://); repeatable")
     ap.add_argument("--decoder", required=True, help="trained decoder folder (jobs/train_decoder.py)")
     ap.add_argument("--out", required=True, help="output folder or fsspec URL")
-    ap.add_argument("--threshold", default="fpr:0.01", help="fpr:X (default fpr:0.01), paper, gmm, or a number")
+    ap.add_argument("--threshold", default="fpr:0.01",
+                    help="fpr:X (default fpr:0.01), paper (dede only: with --flag-by dede), gmm, or a number")
     ap.add_argument("--batch-size", type=cli.positive_int, default=256, help="images per model call (default 256)")
     ap.add_argument("--actors", type=cli.positive_int, default=None,
                     help="scoring actor pool size (default: GPUs / gpus-per-actor, or CPUs / cpus-per-actor)")
@@ -39,14 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--store-embeddings", action="store_true",
                     help="add the victim embedding (float16) to the Parquet (always kept when --detectors asks for "
                          "more than dede)")
-    ap.add_argument("--detectors", default="dede",
+    ap.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS),
                     help="comma list of detectors to compute, each a det_<name> column (- and : as _) beside DeDe's "
-                         f"score: dede (default, always computed), {', '.join(DETECTORS)} (in-corpus: against a sample "
-                         "of the corpus's own embeddings), NAME:bank (against the decoder's clean bank), ensemble, or "
-                         "all. Anything beside dede keeps the embeddings and adds a second phase")
-    ap.add_argument("--flag-by", default="dede",
+                         f"score: dede (always computed), {', '.join(DETECTORS)} (in-corpus: against a sample "
+                         "of the corpus's own embeddings), NAME:bank (against the decoder's clean bank), ensemble "
+                         f"(computed with its --ensemble members), or all. Default: {','.join(DEFAULT_DETECTORS)} "
+                         f"(computes {', '.join(plan_detectors().names)}). Anything beside dede keeps the "
+                         "embeddings, adds a second phase and needs the decoder's clean reference; dede alone "
+                         "needs neither")
+    ap.add_argument("--flag-by", default=None,
                     help="the detector whose threshold at --threshold sets `flagged` and the clean/quarantine split "
-                         "(default dede; one of the computed detectors; paper only for dede)")
+                         "(one of the computed detectors; default: ensemble when it is computed, else dede; "
+                         "paper only for dede)")
     ap.add_argument("--ensemble", default=",".join(DEFAULT_ENSEMBLE),
                     help=f"members of the ensemble detector, ranked by their clean hold-out percentiles "
                          f"(default {','.join(DEFAULT_ENSEMBLE)})")

@@ -84,6 +84,13 @@ def fail(prog: str, e: BaseException, code: int, debug: bool) -> int:
     return code
 
 
+def main_recorded(ap: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+                  argv: Sequence[str] | None = None) -> int:
+    """`main`, with the arguments also in `args.argv` (what a results file records as the command)."""
+    ap.set_defaults(argv=list(sys.argv[1:] if argv is None else argv))
+    return main(ap, run, argv)
+
+
 def main(ap: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
          argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, call `run(args)`, and map what it raises to an exit code with one line on stderr."""

@@ -121,3 +121,30 @@ def test_detection_metrics():
     assert out["tpr_median"] + out["fpr_median"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="both clean and poisoned"):
         summary(np.zeros(5), np.arange(5.0))
+
+
+def test_the_default_plan_is_the_ensemble_flagged_by_the_ensemble():
+    from pipeline.detect.spec import DEFAULT_ENSEMBLE, plan_detectors
+
+    plan = plan_detectors()
+    assert plan.names == ("dede", *DEFAULT_ENSEMBLE[1:], "ensemble") and plan.flag_by == "ensemble"
+    assert plan.members == DEFAULT_ENSEMBLE and plan.needs_embeddings
+    assert plan_detectors("all").flag_by == "ensemble"                   # all computes the ensemble too
+
+
+@pytest.mark.parametrize("detectors", ["dede", "dede,kdist", "slof:bank"])
+def test_without_the_ensemble_the_default_flag_by_is_dede(detectors):
+    from pipeline.detect.spec import plan_detectors
+
+    assert plan_detectors(detectors).flag_by == "dede"
+    assert plan_detectors("dede").names == ("dede",) and not plan_detectors("dede").needs_embeddings
+
+
+def test_an_explicit_flag_by_wins_over_the_default():
+    from pipeline.detect.spec import plan_detectors
+    from pipeline.errors import BadInput
+
+    assert plan_detectors("ensemble", "dede").flag_by == "dede"
+    assert plan_detectors("ensemble", " Slof:Bank ").flag_by == "slof:bank"
+    with pytest.raises(BadInput, match="--flag-by 'ensemble' is not one of the computed detectors"):
+        plan_detectors("dede", "ensemble")

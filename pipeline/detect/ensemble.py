@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 FUSIONS = ("max", "mean")
-DEFAULT_FUSION = "mean"    # the detection table (results/detection.md): mean beats max on every lab victim
+DEFAULT_FUSION = "mean"    # the detection table (results/detection.md): mean beats max for the default members
 
 
 def percentile(scores: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:

@@ -69,14 +69,15 @@ def _rule(run: dict, run_dir: str, stems: list[str], policy: ThresholdPolicy, de
                           cfg.get("fusion", DEFAULT_FUSION))
     if policy.kind == "paper" and plan.flag_by != DEDE:
         raise JobError(f"--threshold paper exists only for dede, not the run's flag-by {plan.flag_by}; use fpr:X, "
-                       "gmm or a number")
+                       "gmm or a number (or score the corpus again with --flag-by dede)")
     dede = check_decoder(decoder_dir).calibration if policy.needs_calibration else None
     if not plan.needs_embeddings:
         return O.FlagRule.dede(resolve_threshold(policy, dede, O.all_scores(run_dir, stems) if policy.needs_scores
                                                  else None))
     calibrations = None
     if policy.needs_calibration:
-        clean = clean_reference(decoder_dir, f"fpr:X for --detectors {','.join(plan.names)}")
+        clean = clean_reference(decoder_dir, f"fpr:X for the run's detectors ({','.join(plan.names)})",
+                                "re-split with a number or gmm")
         calibrations = D.prepare(plan, clean, dede, run_dir, stems, cfg.get("density_reference", DEFAULT_REFERENCE),
                                  log, "apply_threshold").calibrations
     return D.flag_rule(plan, D.thresholds(policy, plan, calibrations, run_dir, stems))

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline.corpus.limits import Limits
 from pipeline.detect.density import K
 from pipeline.detect.ensemble import DEFAULT_FUSION
-from pipeline.detect.spec import DEDE, DEFAULT_ENSEMBLE, DetectorPlan, plan_detectors
+from pipeline.detect.spec import DEFAULT_DETECTORS, DEFAULT_ENSEMBLE, DetectorPlan, plan_detectors
 from pipeline.errors import BadInput
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS
 from pipeline.job.errors import JobError
@@ -35,8 +35,10 @@ class JobConfig:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS   # per shard, process deaths included; then reported as failed
     limits: Limits = field(default_factory=Limits)   # per-sample work limits of reading and decoding
     report: bool = True                   # analyse the finished run into --out/report (jobs/analyze_scores.py)
-    detectors: list[str] = field(default_factory=lambda: [DEDE])   # pipeline.detect.spec names; dede alone: one phase
-    flag_by: str = DEDE                   # the detector whose threshold sets `flagged` and the split
+    detectors: list[str] = field(default_factory=lambda: list(DEFAULT_DETECTORS))   # pipeline.detect.spec names;
+    #                                     default: the ensemble (dede + its members + ensemble); [dede]: one phase
+    flag_by: str | None = None            # the detector whose threshold sets `flagged` and the split; None: the
+    #                                     ensemble when it is computed, else dede (spec.default_flag_by)
     ensemble: list[str] = field(default_factory=lambda: list(DEFAULT_ENSEMBLE))
     fusion: str = DEFAULT_FUSION                 # rank fusion of the ensemble: max or mean
     density_reference: int = DEFAULT_REFERENCE   # rows of the in-corpus reference sample
@@ -77,4 +79,5 @@ class JobConfig:
         return self.threads if self.threads else max(1, int(round(self.cpus_per_actor)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options as run.json records them, `flag_by` resolved to the detector the run flags by."""
+        return {**asdict(self), "flag_by": self.detector_plan().flag_by}

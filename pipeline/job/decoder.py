@@ -8,6 +8,7 @@ from pipeline.dede import store
 from pipeline.dede.config import load_decoder_config
 from pipeline.dede.reference import CleanReference, load_reference
 from pipeline.dede.thresholds import Calibration
+from pipeline.errors import BadInput
 from pipeline.job.errors import JobError
 
 
@@ -32,7 +33,11 @@ def check_decoder(decoder_dir: str) -> DecoderFacts:
                         calibration=cfg.calibration)
 
 
-def clean_reference(decoder_dir: str, purpose: str) -> CleanReference:
+def clean_reference(decoder_dir: str, purpose: str, instead: str | None = None) -> CleanReference:
     """The decoder's clean reference (checked like its weights), needed for `purpose`; a one-line
-    BadInput for a decoder without one (retrain it) or a damaged file."""
-    return load_reference(decoder_dir, load_decoder_config(decoder_dir), purpose)
+    JobError for a decoder without one (trained before decoders kept it: retrain it) or a damaged file,
+    ending with `instead`, the other way out (e.g. `pass --detectors dede`), when given."""
+    try:
+        return load_reference(decoder_dir, load_decoder_config(decoder_dir), purpose)
+    except BadInput as e:
+        raise JobError(f"{e}, or {instead}" if instead else str(e)) from None

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.corpus.shards import common_root, shard_stem
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
-from pipeline.detect.spec import DEDE, DetectorPlan
+from pipeline.detect.spec import DEDE, DEFAULT_DETECTORS, DetectorPlan
 from pipeline.job import attempts
 from pipeline.job import detectors as D
 from pipeline.job import outputs as O
@@ -55,10 +55,14 @@ def plan(cfg: JobConfig) -> Plan:
     policy = parse_threshold(cfg.threshold)
     dets = cfg.detector_plan()
     if policy.kind == "paper" and dets.flag_by != DEDE:
+        if cfg.flag_by is None:
+            raise JobError(f"--threshold paper exists only for dede, and the default --flag-by is {dets.flag_by}; "
+                           "add --flag-by dede (or --detectors dede), or use fpr:X, gmm or a number")
         raise JobError(f"--threshold paper exists only for dede, not --flag-by {dets.flag_by}; "
-                       "use fpr:X, gmm or a number")
+                       "use --flag-by dede, or fpr:X, gmm or a number")
     decoder = check_decoder(cfg.decoder)
-    clean = clean_reference(cfg.decoder, f"--detectors {','.join(dets.names)}") if dets.needs_embeddings else None
+    clean = clean_reference(cfg.decoder, _reference_purpose(cfg, dets), "pass --detectors dede to score with DeDe "
+                            "alone") if dets.needs_embeddings else None
     threshold = None if policy.needs_scores else resolve_threshold(policy, decoder.calibration)
     urls = resolve_inputs(cfg.inputs, cfg.out)
     if not urls:
@@ -72,12 +76,18 @@ def plan(cfg: JobConfig) -> Plan:
     return Plan(urls, stems, decoder, policy, threshold, dets, clean)
 
 
-def _check_failed(rows: list[dict]) -> int:
-    """The samples read, or ShardsFailed naming the shards that failed."""
+def _reference_purpose(cfg: JobConfig, dets: DetectorPlan) -> str:
+    """What needs the decoder's clean reference, for its one-line error."""
+    asked = ",".join(cfg.detectors) + (" (the default)" if list(cfg.detectors) == list(DEFAULT_DETECTORS) else "")
+    return f"the embedding detectors ({', '.join(n for n in dets.names if n != DEDE)}) of --detectors {asked}"
+
+
+def _check_failed(rows: list[dict], others: str = "the others are done") -> int:
+    """The samples read, or ShardsFailed naming the shards that failed (`others`: what became of the rest)."""
     failed = [r for r in rows if r.get("failed")]
     if failed:
         lines = "; ".join(f"{r['stem']}: {r['failed']}" for r in failed[:5])
-        raise ShardsFailed(f"{len(failed)} of {len(rows)} shards failed ({lines}); the others are done, "
+        raise ShardsFailed(f"{len(failed)} of {len(rows)} shards failed ({lines}); {others}, "
                            "rerun the same command to retry the failed ones")
     return sum(int(r["read"]) for r in rows)
 
@@ -125,13 +135,24 @@ def _check_compatible(cfg: JobConfig, p: Plan, stats: list[dict]) -> None:
         first = other[0]
         raise JobError(f"{len(other)} finished shards in {cfg.out} were scored with other detectors (e.g. "
                        f"{first['stem']}: --detectors {','.join(sorted(first.get('detectors', [DEDE])))} --flag-by "
-                       f"{first.get('flag_by', DEDE)}); use --overwrite or another --out")
-    if p.threshold is not None and p.detectors.flag_by == DEDE:
-        other = [s for s in stats if s["threshold"] != float(np.float32(p.threshold))]
-        if other:
+                       f"{first.get('flag_by', DEDE)}); resume with those flags, or use --overwrite or another --out")
+    if p.threshold is not None:        # DeDe's threshold at the policy, known before scoring, tells the policy
+        want = float(np.float32(p.threshold))
+        other = [s for s in stats if _dede_threshold(s) != want]
+        if other and p.detectors.flag_by == DEDE:
             raise JobError(f"{len(other)} finished shards in {cfg.out} used threshold {other[0]['threshold']:.6g}, "
                            f"not {p.threshold:.6g} ({cfg.threshold}); use --overwrite, or jobs/apply_threshold.py "
                            "to re-split")
+        if other:
+            raise JobError(f"{len(other)} finished shards in {cfg.out} used another threshold than --threshold "
+                           f"{cfg.threshold} (DeDe's threshold: {_dede_threshold(other[0]):.6g} there, "
+                           f"{p.threshold:.6g} now); use --overwrite, or jobs/apply_threshold.py to re-split")
+
+
+def _dede_threshold(stats: dict) -> float:
+    """DeDe's threshold at the policy a finished shard was split at (its flag-by's before the detectors)."""
+    dede = stats.get("detectors", {}).get(DEDE)
+    return stats["threshold"] if dede is None or dede["threshold"] is None else dede["threshold"]
 
 
 def _ensure_ray(cfg: JobConfig) -> bool:
@@ -222,10 +243,21 @@ def _score_detectors(cfg: JobConfig, p: Plan, todo: list[dict], done: dict[str, 
     """Phase 1 scores and keeps the embeddings; the driver streams the corpus reference sample and
     calibrates every detector on the decoder's hold-out; phase 2 adds the det_* columns and routes the
     shards by the flag-by detector (gmm: columns first, thresholds from every shard, then the split).
-    Returns the rule the shards were routed by and the samples scored."""
+    Shards that failed phase 1 are reported at the end; the others are split first unless the run needs
+    every shard's scores (in-corpus detectors, gmm). Returns the rule the shards were routed by and the
+    samples scored."""
     if not todo:
         return D.rule_from_stats(done[p.stems[0]]), 0
-    scored = _check_failed(_map_shards(cfg, todo, None, finalize=False))
+    rows = _map_shards(cfg, todo, None, finalize=False)
+    failed = [r for r in rows if r.get("failed")]
+    if failed and (p.detectors.in_corpus or p.policy.needs_scores):
+        _check_failed(rows, "the others are scored but not split (the in-corpus detectors and gmm need every "
+                            "shard's scores)")
+    if len(failed) == len(rows):
+        _check_failed(rows)
+    lost = {r["stem"] for r in failed}
+    todo = [t for t in todo if t["stem"] not in lost]
+    scored = sum(int(r["read"]) for r in rows if not r.get("failed"))
     cal = D.prepare(p.detectors, p.clean, p.decoder.calibration, cfg.out, p.stems, cfg.density_reference, log)
     if p.policy.needs_scores:
         _check_failed(_detect_shards(cfg, todo, cal.suite, None))
@@ -233,7 +265,7 @@ def _score_detectors(cfg: JobConfig, p: Plan, todo: list[dict], done: dict[str, 
         _check_failed(_finalize_shards(cfg, todo, rule))
     else:
         rule = D.flag_rule(p.detectors, D.thresholds(p.policy, p.detectors, cal.calibrations, cfg.out, p.stems))
-        _check_failed(_detect_shards(cfg, todo, cal.suite, rule))
+        _check_failed(failed + _detect_shards(cfg, todo, cal.suite, rule))   # phase 1's failures named too
     return rule, scored
 
 

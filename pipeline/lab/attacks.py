@@ -20,7 +20,7 @@ from pipeline.lab.badclip import PatchConfig, optimise_patch
 from pipeline.lab.cache import Entry, cache_dir, cached, newest
 from pipeline.lab.cifar import data_hash, load_split
 from pipeline.lab.clip_model import create_clip
-from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
+from pipeline.lab.clip_train import ClipConfig, template_captions, train_clip, zero_shot
 from pipeline.lab.encoders import CLIP_ENCODER, SIMCLR_ENCODER
 from pipeline.lab.evaluate import assess
 from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, pick_shadow_and_refs
@@ -35,7 +35,8 @@ CLIP_FINETUNE = {"epochs": 2, "lr": 1e-4, "warmup_steps": 20}
 """ClipConfig fields a CLIP attack that fine-tunes the clean CLIP changes by default: a short fine-tune."""
 CLIP_SCRATCH = {"epochs": 3}
 """ClipConfig fields CLIP-Backdoor trained from scratch changes by default: the clean small CLIP's recipe
-(lab_clip.py --epochs 3), so the victim trains like the clean CLIP but on the poisoned pairs."""
+(lab_clip.py --epochs 3), the one results/matrix.json used; `--epochs 6` with the default centre checkerboard
+implants 100% at 1% of pairs (card clip-backdoor-0936e4396a28b1ae)."""
 
 
 def clean_card(spec: str) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def _clip_poison_run(name: str, clean_spec: str, trigger: Trigger, share: float,
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train[0]))[:pairs or len(train[0])])
         images, caps, idx = poison_pairs(train[0][keep], train[1][keep], trigger, share, target, cfg.seed)
         init = None if scratch else load_state_dict(parse_spec(clean_spec).checkpoint)[0]
-        model, curve, minutes = train_clip(cfg, images, caps, *test, device, init=init, curve_path=folder / "curve.jsonl")
+        model, curve, minutes = train_clip(cfg, images, template_captions(caps, cfg.seed), *test, device, init=init, curve_path=folder / "curve.jsonl")
         scores = zero_shot(model, *test, device, trigger=trigger.apply, target=target)
         return model.state_dict(), {"stage": name, "clean_spec": clean_spec, "data_hash": data_hash(images, caps),
                                     "poisoned": int(len(idx)), "train_minutes": round(minutes, 2), **scores, "curve": curve,
@@ -161,7 +162,7 @@ DEFAULT_TRIGGERS = {
     "badencoder": square_trigger,
     "drupe": square_trigger,
     "ctrl": FrequencyTrigger,
-    "clip-backdoor": checker_trigger,
+    "clip-backdoor": lambda: checker_trigger(size=8, start=12),    # centre: random crops keep it
 }
 
 

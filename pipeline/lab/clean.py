@@ -9,7 +9,7 @@ import torch
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
 from pipeline.lab.cache import Entry, cached
 from pipeline.lab.cifar import data_hash, load_split
-from pipeline.lab.clip_train import ClipConfig, train_clip, zero_shot
+from pipeline.lab.clip_train import ClipConfig, template_captions, train_clip, zero_shot
 from pipeline.lab.encoders import CLIP_ENCODER, SIMCLR_ENCODER
 from pipeline.lab.evaluate import assess
 from pipeline.lab.simclr import SimCLRConfig, train_simclr
@@ -40,7 +40,7 @@ def clean_clip(cfg: ClipConfig, device: torch.device, curve_out: Path | None = N
     def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         curve_path = folder / "curve.jsonl"
         curve_path.unlink(missing_ok=True)
-        model, curve, minutes = train_clip(cfg, *train, *test, device, curve_path=curve_path)
+        model, curve, minutes = train_clip(cfg, train[0], template_captions(train[1], cfg.seed), *test, device, curve_path=curve_path)
         scores = zero_shot(model, *test, device)
         return model.state_dict(), {"stage": "clean-clip", "data_hash": data_hash(*train), "train_minutes": round(minutes, 2),
                                     "ca": scores["zero_shot_ca"], **scores, "curve": curve}

@@ -5,7 +5,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,10 +41,30 @@ class ClipConfig:
         return asdict(self)
 
 
-def caption_tokens() -> torch.Tensor:
-    """(classes, templates, context) token ids of every template caption of every class."""
+Captions = Callable[[np.ndarray], torch.Tensor]
+"""Sample indices -> (len, context) caption token ids for one training step."""
+
+
+def template_captions(labels: np.ndarray, seed: int) -> Captions:
+    """Each draw a random template caption of the class labels[i] (the lab's varied in-memory captions)."""
     tok = tokenizer()
-    return torch.stack([tok([t.format(c) for t in TEMPLATES]) for c in CLASSES])
+    tokens = torch.stack([tok([t.format(c) for t in TEMPLATES]) for c in CLASSES])   # (classes, templates, ctx)
+    cap, rng = torch.as_tensor(labels), random.Random(seed)
+
+    def draw(idx: np.ndarray) -> torch.Tensor:
+        return tokens[cap[idx], torch.tensor([rng.randrange(len(TEMPLATES)) for _ in range(len(idx))])]
+
+    return draw
+
+
+def fixed_captions(texts: list[str]) -> Captions:
+    """The caption each sample carries (a corpus's `.txt` members), tokenised once."""
+    tokens = tokenizer()(texts)
+
+    def draw(idx: np.ndarray) -> torch.Tensor:
+        return tokens[torch.as_tensor(idx)]
+
+    return draw
 
 
 def zero_shot(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device,
@@ -60,15 +80,14 @@ def zero_shot(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: 
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, test: np.ndarray,
+def train_clip(cfg: ClipConfig, images: np.ndarray, captions: Captions, test: np.ndarray,
                test_labels: np.ndarray, device: torch.device, init: dict[str, torch.Tensor] | None = None,
                curve_path: Path | None = None) -> tuple[nn.Module, list[dict[str, float]], float]:
-    """Train on (image, random template caption of caption_labels[i]) pairs with open_clip's ClipLoss,
-    from `init` weights when given; returns the model, the zero-shot monitor curve and training minutes."""
+    """Train on (images[i], captions([i])) pairs with open_clip's ClipLoss, from `init` weights when given;
+    returns the model, the zero-shot monitor curve and training minutes."""
     from open_clip.loss import ClipLoss
 
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     model = create_clip()
     if init is not None:
         model.load_state_dict(init)
@@ -80,8 +99,6 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = ClipLoss()
-    tokens = caption_tokens()
-    cap = torch.as_tensor(caption_labels)
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     mon_idx = np.random.default_rng(cfg.seed).choice(len(test), min(cfg.monitor_test, len(test)), replace=False)
     data = torch.as_tensor(images)
@@ -96,8 +113,7 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, caption_labels: np.ndarray, 
                                               * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     for idx in loop:
         x = hflip(random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale)))
-        tmpl = torch.tensor([rng.randrange(len(TEMPLATES)) for _ in range(len(idx))])
-        text = tokens[cap[idx], tmpl].to(device)
+        text = captions(idx).to(device)
         with autocast(device):
             img_f = model.encode_image(to_input((x - mean) / std, device), normalize=True)
             txt_f = model.encode_text(text, normalize=True)

@@ -31,6 +31,7 @@ from pipeline.corpus.cifar import archive_path
 from pipeline.corpus.ingest import cifar10_samples, write_shards
 from pipeline.dede.train import TrainConfig, train_decoder
 from pipeline.detect import metrics
+from pipeline.detect.spec import plan_detectors
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, create_encoder
 from pipeline.errors import BadInput, WorkFailed
 from pipeline.job.config import JobConfig
@@ -53,12 +54,9 @@ TARGET = 0
 FINETUNE_EPOCHS, SHADOW = 6, 2560
 """The short BadEncoder fine-tune: 6 epochs over 2,560 shadow images (120 steps of 128; the lab's
 default is 12 epochs over 5,000). Its kNN ASR: README, demo section."""
-DETECTORS = ("dede", "spectral:bank", "ensemble")
-ENSEMBLE = ("dede", "spectral:bank")
-FUSION = "max"
-FLAG_BY = "ensemble"
-"""The demo's detection choice, in one place: the detectors computed, the ensemble's members and their
-rank fusion, and the detector whose threshold flags samples and whose AUC / TPR / FPR the demo prints."""
+FLAG_BY = plan_detectors().flag_by
+"""The demo scores with the product's default detectors (DeDe, its ensemble partner and the ensemble, chosen on
+the lab's detection table, not on the demo) and prints the metrics of the default flag-by detector."""
 THRESHOLD = "fpr:0.005"
 """The scoring run's threshold policy (the product's default is fpr:0.01; why not here: README, demo)."""
 DECODER_EPOCHS = 4
@@ -232,8 +230,7 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> DemoResult:
     t = time.perf_counter()
     run_dir = out / "run"
     run = run_job(JobConfig(inputs=[str(corpus)], out=str(run_dir), decoder=str(out / "decoder"),
-                            carry_fields=["poisoned"], detectors=list(DETECTORS), ensemble=list(ENSEMBLE), fusion=FUSION,
-                            flag_by=FLAG_BY, threshold=THRESHOLD, report=True,
+                            carry_fields=["poisoned"], threshold=THRESHOLD, report=True,
                             overwrite=True, gpus_per_actor=1.0 if device.type == "cuda" else 0.0), log=log)
     seconds["score"] = time.perf_counter() - t
     summary_path = run_dir / "report" / "summary.json"

@@ -218,8 +218,8 @@ class Settings:
                                       gpus_per_actor=1.0 if self.device != "cpu" and torch.cuda.is_available() else 0.0)
         if self.job_detectors:
             kwargs["detectors"] = self.job_detectors
-        if self.flag_by and job_has("flag_by"):
-            kwargs["flag_by"] = self.flag_by
+        if job_has("flag_by"):
+            kwargs["flag_by"] = self.flag_by or "dede"     # explicit: the job's default became the ensemble
         return kwargs
 
     @property
@@ -328,12 +328,12 @@ def result_key(name: str) -> str:
 
 
 def detector_columns(run: dict[str, Any]) -> dict[str, tuple[str, float | None]]:
-    """results key -> (Parquet column, the run's default threshold for it): DeDe is `score` at the run's
-    threshold; the others are what run.json's `detectors` records."""
+    """results key -> (Parquet column, the run's default threshold for it): what run.json's `detectors`
+    records; DeDe (`score`) in a run without them is at the run's threshold."""
     out: dict[str, tuple[str, float | None]] = {"dede": ("score", float(run["threshold"]["value"]))}
     for name, info in (run.get("detectors") or {}).items():
         key = result_key(name)
-        if key != "dede" and info.get("column"):
+        if info.get("column"):
             thr = info.get("threshold")
             out[key] = (info["column"], None if thr is None else float(thr))
     return out

@@ -128,12 +128,14 @@ class ShardSet:
         return self.folder.name
 
 
-def _done(folder: Path) -> dict[str, Any] | None:
+def finished(folder: Path) -> dict[str, Any] | None:
+    """The marker's contents of a completely written shard folder, or None (absent or half-written)."""
     marker = folder / MARKER
     return json.loads(marker.read_text()) if marker.exists() else None
 
 
-def _publish(folder: Path, contents: dict[str, Any]) -> ShardSet:
+def publish(folder: Path, contents: dict[str, Any]) -> ShardSet:
+    """Mark a shard folder complete (its marker is written last, atomically)."""
     write_text_atomic(str(folder / MARKER), json.dumps(contents, indent=2, sort_keys=True) + "\n")
     return ShardSet(folder, contents)
 
@@ -165,14 +167,14 @@ def ensure_pool(pool: str, trigger: Trigger | None, target: int, seed: int = 0, 
     config = pool_config(pool, trigger if pool != CALIBRATION_POOL else None, target, seed, scale,
                          split_hash("test", str(cache_dir())))
     folder = detect_cache() / f"pool-{POOL_TAGS[pool]}-{config_hash(config)}"
-    done = _done(folder)
+    done = finished(folder)
     if done is not None:
         return ShardSet(folder, done, cached=True)
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = load_split("test")
     idx, flags = pool_plan(labels, pool, target, seed, scale)
     shards = write_pool_shards(images, labels, idx, flags, trigger, folder, POOL_TAGS[pool])
-    return _publish(folder, {**config, "samples": int(len(idx)), "poisoned": int(flags.sum()),
+    return publish(folder, {**config, "samples": int(len(idx)), "poisoned": int(flags.sum()),
                              "shards": [Path(s).name for s in shards]})
 
 
@@ -249,7 +251,7 @@ def ensure_aux(aux: str, trigger: Trigger | None = None, target: int = 0, seed: 
     """The cached auxiliary set, written first when absent (`id-poisoned` is one per trigger and target)."""
     config = aux_config(aux, trigger, target, seed)
     folder = detect_cache() / f"aux-{aux}-{config_hash(config)}"
-    done = _done(folder)
+    done = finished(folder)
     if done is not None:
         return ShardSet(folder, done, cached=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -259,4 +261,4 @@ def ensure_aux(aux: str, trigger: Trigger | None = None, target: int = 0, seed: 
         samples, total, poisoned = _cifar_train_samples((trigger, target) if aux == "id-poisoned" else None, seed,
                                                         aux.replace("-", ""))
     shards = write_shards(samples, str(folder), shard_size=5000, total=total, prefix=f"{aux}-")
-    return _publish(folder, {**config, "samples": total, "poisoned": poisoned, "shards": [Path(s).name for s in shards]})
+    return publish(folder, {**config, "samples": total, "poisoned": poisoned, "shards": [Path(s).name for s in shards]})

@@ -55,10 +55,10 @@ def git_commit(root: Path | None = None) -> tuple[str | None, bool]:
         return None, False
 
 
-def meta(argv: list[str]) -> dict[str, Any]:
+def meta(argv: list[str], script: str = "jobs/lab_detect.py") -> dict[str, Any]:
     """The top-level keys of one command: commit, command, machine, finished."""
     commit, dirty = git_commit()
-    return {"commit": commit, "dirty": dirty, "command": shlex.join(["jobs/lab_detect.py", *argv]),
+    return {"commit": commit, "dirty": dirty, "command": shlex.join([script, *argv]),
             "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

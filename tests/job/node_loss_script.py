@@ -47,9 +47,9 @@ def main(shards: str, decoder: str, out: str, ref: str) -> dict:
 
         th = threading.Thread(target=target)
         th.start()
-        stats = Path(out) / "stats"
+        scores = Path(out) / "scores"        # written by the scoring phase (the detectors' phase follows)
         deadline = time.monotonic() + 240
-        while not (stats.exists() and any(stats.iterdir())):
+        while not (scores.exists() and any(scores.glob("*.parquet"))):
             if time.monotonic() > deadline or not th.is_alive():
                 raise SystemExit(f"job did not start: {errors}")
             time.sleep(0.05)
@@ -57,10 +57,10 @@ def main(shards: str, decoder: str, out: str, ref: str) -> dict:
         if len(doomed) != 1:
             raise SystemExit(f"expected the scoring actor on one worker node, found {len(doomed)}")
         cluster.remove_node(doomed[0], allow_graceful=False)   # the actor restarts on the other node
-        removed_at = len(list(stats.iterdir()))
+        removed_at = len(list(scores.glob("*.parquet")))
         th.join(timeout=300)
         res = {"errors": errors, "alive": th.is_alive(), "removed_at": removed_at,
-               "totals": result.get("run", {}).get("totals")}
+               "totals": result.get("run", {}).get("totals"), "flag_by": result.get("run", {}).get("flag_by")}
         if not errors and not th.is_alive():
             run_job(cfg(ref), log=lambda *a: None)      # uninterrupted reference on the surviving node
         return res

@@ -16,8 +16,10 @@ from tests.job.recovery_utils import assert_same_outputs
 
 
 def _cfg(shards, out, decoder, threshold):
+    """DeDe alone: these tests re-split by DeDe's `score` column (and use `paper`, DeDe's only); the
+    ensemble's re-split is test_detectors_job.py's."""
     return JobConfig(inputs=[str(shards)], out=str(out), decoder=decoder, threshold=threshold, batch_size=16,
-                     actors=1, progress=False)
+                     actors=1, progress=False, detectors=["dede"])
 
 
 def _scores(out, stems):
@@ -44,6 +46,18 @@ def test_apply_threshold_equals_a_fresh_run(tmp_path, cifar_shard_dir, tiny_deco
     fresh = tmp_path / "fresh"
     run_job(_cfg(cifar_shard_dir, fresh, tiny_decoder, repr(t)))
     assert_same_outputs(first, fresh)
+
+    # a run.json recorded before the detectors (no flag_by, no detectors) is re-split by DeDe's score
+    legacy = json.loads((first / "run.json").read_text())
+    for key in ("flag_by", "detectors"):
+        legacy.pop(key)
+    for key in ("detectors", "flag_by", "ensemble", "fusion", "density_reference"):
+        legacy["config"].pop(key)
+    (first / "run.json").write_text(json.dumps(legacy))
+    t2 = float(np.quantile(scores, 0.5))
+    assert apply_main(["--run", str(first), "--threshold", repr(t2)]) == 0
+    again = json.loads((first / "run.json").read_text())
+    assert again["flag_by"] == "dede" and again["totals"]["flagged"] == int((scores > t2).sum())
 
 
 def test_gmm_job_scores_first_then_splits_like_apply_gmm(tmp_path, cifar_shard_dir, tiny_decoder, ray_session):

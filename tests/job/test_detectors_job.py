@@ -16,9 +16,9 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,kdist-dense,slof:bank,ensemble"          # the default ensemble is dede + slof:bank
+DETECTORS = "dede,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
 COLUMNS = {"dede": "score", "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
-           "ensemble": "det_ensemble"}
+           "norm:bank": "det_norm_bank", "ensemble": "det_ensemble"}
 
 
 def _argv(inputs, decoder, out, *extra):
@@ -97,14 +97,27 @@ def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_d
     assert not out.exists()
 
 
-def test_a_decoder_without_a_clean_reference_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder, capsys):
+@pytest.mark.parametrize("extra,asked", [([], "(slof:bank, norm:bank, ensemble) of --detectors ensemble (the default)"),
+                                         (["--detectors", "kdist"], "(kdist) of --detectors kdist")])
+def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path, cifar_shard_dir, tiny_decoder,
+                                                         capsys):
+    """A decoder trained before decoders kept reference.safetensors: the default (and any embedding
+    detector) is one line naming both ways out; DeDe alone still plans."""
+    from pipeline.job.config import JobConfig
+    from pipeline.job.run import plan
+
     old = tmp_path / "old"
     shutil.copytree(tiny_decoder, old)
     cfg = json.loads((old / "config.json").read_text())
     (old / cfg.pop("reference")["file"]).unlink()
     (old / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "kdist")) == 2
+    assert main(_argv(cifar_shard_dir, str(old), out, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "has no clean reference" in err[0] and "retrain the decoder" in err[0], err
+    assert len(err) == 1 and err[0].startswith("score_corpus: error: decoder ") and asked in err[0], err
+    assert "has no clean reference (reference.safetensors)" in err[0], err
+    assert err[0].endswith("retrain the decoder with jobs/train_decoder.py, or pass --detectors dede to score with "
+                           "DeDe alone"), err
     assert not out.exists()
+    p = plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old), detectors=["dede"]))
+    assert p.detectors.flag_by == "dede" and p.clean is None

@@ -52,6 +52,7 @@ def test_every_sample_accounted_for(fault_run):
             reason = json.loads(s.fields[O.REASON_SUFFIX])
             check_json(reason, "reason.schema.json")
     check_json(run, "run.schema.json")
+    assert run["flag_by"] == "ensemble"                      # the default: DeDe and the ensemble, every shard
     tot = run["totals"]
     assert tot["read"] == tot["kept"] + tot["flagged"] + tot["errored"]
 

@@ -1,5 +1,6 @@
 """The job's own faults (issue 18): bounded attempts, bad thresholds, --overwrite and --out ownership,
-double counting, full disks, changed sources, bad flags and unreachable inputs, the Ray address."""
+double counting, full disks, changed sources, bad flags and unreachable inputs, the Ray address. The
+runs are the default one (DeDe and the ensemble, flagged by the ensemble)."""
 from __future__ import annotations
 
 import errno
@@ -95,6 +96,7 @@ def test_a_shard_whose_actor_keeps_dying_is_reported_by_name(tmp_path, corpus, t
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "1 of 3 shards failed (000001: gave up after 2 attempts: the process scoring it died" in lines[0]
     assert sorted(p.name for p in (out / "stats").glob("*.json")) == ["000000.json", "000002.json"]
+    assert json.loads((out / "stats" / "000000.json").read_text())["flag_by"] == "ensemble"   # the default: split
     assert not (out / "run.json").exists()
 
 
@@ -254,6 +256,7 @@ def test_resume_rescores_a_source_that_changed(tmp_path, finished, corpus, tiny_
         os.utime(corpus / "000000.tar", (2, 2))
         run = run_job(_cfg([corpus], out, tiny_decoder))
         assert run["timing"]["samples_this_run"] == 10 and run["totals"]["read"] == 30
+        assert run["flag_by"] == "ensemble" and run["config"]["detectors"] == ["ensemble"]
         assert O.read_json(O.stats_url(str(out), "000000"))["source"]["mtime"] == 2.0
         check_json(run, "run.schema.json")
     finally:

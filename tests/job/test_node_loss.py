@@ -34,5 +34,5 @@ def test_node_removed_mid_run(tmp_path, cifar_test_samples, tiny_decoder):
     res = json.loads(lines[-1][len("RESULT "):])
     assert not res["errors"] and not res["alive"], res
     assert 1 <= res["removed_at"] < 8, "the node was not removed mid-run"
-    assert res["totals"]["read"] == 240 and res["totals"]["shards"] == 8
+    assert res["totals"]["read"] == 240 and res["totals"]["shards"] == 8 and res["flag_by"] == "ensemble"
     assert_same_outputs(out, ref)

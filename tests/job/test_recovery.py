@@ -1,5 +1,6 @@
 """Kills: a killed driver resumes to the same outputs; a killed scoring actor is replaced and the job
-completes with every sample (issue 3, 'Done when' 2 and 3)."""
+completes with every sample (issue 3, 'Done when' 2 and 3). Every run here is the default one: DeDe and
+the ensemble, flagged by the ensemble (scoring, then the detectors' phase)."""
 from __future__ import annotations
 
 import os
@@ -56,12 +57,12 @@ def test_resume_after_killed_driver_equals_uninterrupted_run(tmp_path, corpus, t
     assert 1 <= done < N_SHARDS, "the kill did not land mid-run"
     assert not (out / "run.json").exists()
     run = run_job(_cfg(corpus, out, tiny_decoder))
-    assert run["totals"]["read"] == N_SHARDS * 30
+    assert run["totals"]["read"] == N_SHARDS * 30 and run["flag_by"] == "ensemble"
     assert_same_outputs(out, reference)
     # resuming into these outputs with another threshold is refused (it would mix two splits)
     from pipeline.job.errors import JobError
 
-    with pytest.raises(JobError, match="used threshold"):
+    with pytest.raises(JobError, match="used another threshold than --threshold 0.5"):
         run_job(_cfg(corpus, out, tiny_decoder, threshold="0.5"))
     # and a finished run is a no-op: nothing left to score
     again = run_job(_cfg(corpus, out, tiny_decoder))
@@ -82,17 +83,18 @@ def test_killed_scoring_actor_is_replaced_and_every_sample_is_scored(tmp_path, c
 
     th = threading.Thread(target=target)
     th.start()
-    try:
-        wait_for(lambda: list((out / "stats").glob("*.json")), timeout=180)
+    try:       # the scoring phase writes each shard's Parquet (the detectors' phase, then the stats, follow)
+        wait_for(lambda: list((out / "scores").glob("*.parquet")), timeout=180)
         pids = ray_worker_pids("ShardScorer")
         assert pids, "no scoring actor found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        killed_at = len(list((out / "stats").glob("*.json")))
+        killed_at = len(list((out / "scores").glob("*.parquet")))
     finally:
         th.join(timeout=300)
     assert not th.is_alive() and not errors, errors
     assert 1 <= killed_at < N_SHARDS, "the kill did not land mid-run"
+    assert result["run"]["flag_by"] == "ensemble"
     assert result["run"]["totals"]["read"] == N_SHARDS * 30
     assert result["run"]["timing"]["samples_this_run"] == N_SHARDS * 30
     assert_same_outputs(out, reference)

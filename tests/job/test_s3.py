@@ -39,7 +39,7 @@ def test_s3_in_and_out(s3, cifar_test_samples, tiny_decoder, ray_session):
     cfg = JobConfig(inputs=["s3://corpus/shards/part-a/{000000..000001}.tar"], out=out, decoder=tiny_decoder,
                     batch_size=16, actors=1, progress=False, carry_fields=["label"])
     run = run_job(cfg)
-    assert run["totals"]["read"] == 60 and run["totals"]["errored"] == 0
+    assert run["totals"]["read"] == 60 and run["totals"]["errored"] == 0 and run["flag_by"] == "ensemble"
     s3.invalidate_cache()
     found = sorted(p.split("runs/r1/", 1)[1] for p in s3.find("corpus/runs/r1"))
     assert found == [".dede-run", "clean/000000.tar", "clean/000001.tar", "quarantine/000000.tar", "quarantine/000001.tar",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.score_corpus import main
+from pipeline.job.config import JobConfig
+from pipeline.job.run import plan
 
 
 @pytest.mark.parametrize("case", ["decoder", "shards", "policy", "fpr", "pipe", "carry"])
@@ -45,3 +47,41 @@ def test_outputs_inside_the_input_folder_are_never_read_as_inputs(tmp_path, cifa
     p = plan(JobConfig(inputs=[str(tmp_path / "data")], out=str(tmp_path / "data" / "run"), decoder=tiny_decoder))
     assert p.stems == ["000000", "000001", "000002", "000003"]
     assert all("/run/" not in u for u in p.urls)
+
+
+def _config(*extra):
+    from jobs.score_corpus import build_parser, config
+
+    return config(build_parser().parse_args(["--input", "in", "--decoder", "dec", "--out", "out", *extra]))
+
+
+def test_the_default_flags_by_the_ensemble_and_dede_alone_by_dede():
+    from pipeline.detect.spec import DEFAULT_ENSEMBLE
+
+    cfg = _config()
+    assert cfg.detectors == ["ensemble"] and cfg.flag_by is None
+    plan = cfg.detector_plan()
+    assert plan.names == ("dede", *DEFAULT_ENSEMBLE[1:], "ensemble") and plan.flag_by == "ensemble"
+    assert cfg.to_dict()["flag_by"] == "ensemble"                         # run.json records the resolved one
+    dede = _config("--detectors", "dede")
+    assert dede.detector_plan().names == ("dede",) and dede.detector_plan().flag_by == "dede"
+    assert dede.to_dict()["flag_by"] == "dede"
+    assert _config("--flag-by", "dede").detector_plan().flag_by == "dede"
+    assert _config("--detectors", "dede,kdist").detector_plan().flag_by == "dede"
+
+
+@pytest.mark.parametrize("extra,want", [([], "the default --flag-by is ensemble; add --flag-by dede (or --detectors "
+                                             "dede)"),
+                                        (["--flag-by", "ensemble"], "not --flag-by ensemble; use --flag-by dede")])
+def test_paper_with_the_ensemble_is_one_line_naming_the_fix(extra, want, tmp_path, cifar_shard_dir, tiny_decoder,
+                                                            capsys):
+    out = tmp_path / "out"
+    argv = ["--input", str(cifar_shard_dir), "--decoder", tiny_decoder, "--out", str(out), "--threshold", "paper"]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("score_corpus: error: --threshold paper exists only for dede")
+    assert want in err[0], err
+    assert not out.exists()
+    p = plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=tiny_decoder, threshold="paper",
+                       detectors=["dede"]))
+    assert p.detectors.flag_by == "dede" and p.threshold is not None and p.clean is None

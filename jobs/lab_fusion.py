@@ -1,0 +1,46 @@
+"""The ensemble's member search over the detection table's cached score runs (no rescoring): every set of one
+to three candidate detectors, mean or max rank fusion, ranked by mean AUC; writes RESULTS/fusion.json and
+RESULTS/fusion.md.
+
+  lab_fusion.py --extra demo=demo/run-all      # also report a run scored with --detectors all (not ranked)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import cli  # noqa: E402
+from pipeline.errors import BadInput  # noqa: E402
+from pipeline.lab import detect_report, fusion  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = cli.parser(__doc__)
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=RUN",
+                    help="a score_corpus run (with --detectors all and ground truth `poisoned`) reported beside the table")
+    ap.add_argument("--results", type=Path, default=Path("results"), help="folder of results.json and fusion.*")
+    return ap
+
+
+def run(a: argparse.Namespace) -> None:
+    extra = {}
+    for item in a.extra:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path, "run.json").exists():
+            raise BadInput(f"--extra {item!r}: use NAME=RUN, RUN a finished score_corpus folder")
+        extra[name] = Path(path)
+    out = fusion.search(detect_report.load(a.results), extra)
+    out.update({k: v for k, v in detect_report.meta(a.argv, "jobs/lab_fusion.py").items() if k in ("command", "commit")})
+    fusion.write(a.results, out)
+    print(f"wrote {a.results / 'fusion.json'} and {a.results / 'fusion.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main_recorded(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

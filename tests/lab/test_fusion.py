@@ -1,0 +1,43 @@
+"""The ensemble member search ranks member sets by their fused AUC on the table's cached runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.detect.spec import column
+from pipeline.lab import fusion
+
+
+def _run(folder, n_clean: int, n_poisoned: int, informative: set[str], seed: int) -> None:
+    """A fake score run: `informative` detectors score poisoned rows higher, the others are noise."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n_clean, bool), np.ones(n_poisoned, bool)]
+    cols = {"status": ["ok"] * len(y), "poisoned": y.tolist()}
+    for name in fusion.CANDIDATES:
+        cols[column(name)] = rng.normal(size=len(y)) + (3.0 * y if name in informative else 0.0)
+    (folder / "scores").mkdir(parents=True)
+    pq.write_table(pa.table(cols), folder / "scores" / "000000.parquet")
+    (folder / "run.json").write_text("{}")
+
+
+def test_search_ranks_the_informative_pair_first_and_reports_extra_runs(tiny_cache, tmp_path):
+    detect = tiny_cache / "detect"
+    good = {"dede", "norm:bank"}
+    _run(detect / "score-p50", 200, 200, good, 0)
+    _run(detect / "score-p01", 990, 10, good, 1)
+    _run(tmp_path / "demo", 990, 10, {"dede"}, 2)
+    results = {"attacks": {"a": {"runs": {"id": {"0.5": {"run": "score-p50"}, "0.01": {"run": "score-p01"}}}}}}
+    out = fusion.search(results, {"demo": tmp_path / "demo"}, size=2, keep=5)
+    best = out["sets"][0]
+    assert best["members"] == ["dede", "norm:bank"] and best["rank"] == 1
+    assert best["table_mean"] > 0.99 and set(best["auc"]) == {"a@0.5", "a@0.01", "demo"}
+    assert out["cells"] == ["a@0.5", "a@0.01"] and out["searched"] == 13 + 2 * 78
+    noise = fusion.fused_auc(*fusion.cell_tables(results, {})["a@0.5"], ("kdist",), "mean")
+    assert 0.4 < noise < 0.6
+    fusion.write(tmp_path, {**out, "command": "c", "commit": "x"})
+    md = (tmp_path / "fusion.md").read_text()
+    assert md == fusion.render(json.loads((tmp_path / "fusion.json").read_text()))
+    assert "| 1 | dede + norm:bank |" in md
