@@ -44,11 +44,13 @@ AUX_LABEL = {"id": "in-distribution (CIFAR-10 train)", "ood": "out-of-distributi
 # ---------------------------------------------------------------------------------------------
 
 def git_commit(root: Path | None = None) -> tuple[str | None, bool]:
-    """(HEAD, whether the work tree has uncommitted changes); (None, False) outside git."""
+    """(HEAD, whether the work tree has uncommitted changes outside results/, the measurements' own files);
+    (None, False) outside git."""
     cwd = str(root or Path(__file__).resolve().parents[2])
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=cwd, capture_output=True,
                                text=True, check=True).stdout
         return head.strip(), bool(dirty.strip())
     except (OSError, subprocess.CalledProcessError):
