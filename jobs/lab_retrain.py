@@ -27,7 +27,8 @@ from pipeline.lab.triggers import load_trigger  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d, c = retrain.RetrainSettings(), retrain.RetrainSettings().clip
+    d = retrain.RetrainSettings()
+    c = d.clip
     ap = cli.parser(__doc__)
     ap.add_argument("--share", type=cli.positive_float, default=d.share, help="poisoned share of the pairs")
     ap.add_argument("--target", type=int, default=d.target, help="target class (0 = airplane)")

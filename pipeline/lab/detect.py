@@ -11,7 +11,6 @@ pipeline.lab.detect_report.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -34,7 +33,8 @@ from pipeline.job.console import start_ray
 from pipeline.job.run import run_job
 from pipeline.lab.attacks import ATTACKS, IMPLANTED, trigger_for
 from pipeline.lab.cache import Entry, cache_dir
-from pipeline.lab.detect_data import (CALIBRATION_POOL, POOLS, ShardSet, detect_cache, ensure_aux, ensure_pool)
+from pipeline.lab.detect_data import (CALIBRATION_POOL, POOLS, ShardSet, detect_cache, ensure_aux, ensure_pool,
+                                      file_sha256)
 from pipeline.lab.triggers import Trigger, trigger_hash
 
 DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
@@ -95,14 +95,6 @@ def newest_implanted(attack: str) -> Entry | None:
     return next((e for e in entries(attack) if implanted(e.card)), None)
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def victim_trigger(attack: str, folder: Path | None) -> Trigger:
     """The trigger the attack recorded in its cache folder, else the attack's own (trigger_for)."""
     path = folder / "trigger.npz" if folder is not None else None
@@ -113,7 +105,7 @@ def victim_from_entry(attack: str, entry: Entry, trigger: bool = True) -> Victim
     card = entry.card
     return Victim(attack, card["spec"], card, entry.folder, victim_trigger(attack, entry.folder) if trigger else None,
                   int(card.get("config", {}).get("target", 0)),
-                  card.get("weights_sha256") or _sha256_file(str(entry.weights)))
+                  card.get("weights_sha256") or file_sha256(str(entry.weights)))
 
 
 def victim_from_spec(attack: str, spec: str, trigger: bool = True) -> Victim:
@@ -132,7 +124,7 @@ def victim_from_spec(attack: str, spec: str, trigger: bool = True) -> Victim:
         card = json.loads(card_path.read_text())
         if Path(card.get("spec", "@").split("@", 1)[-1]).resolve() == Path(checkpoint).resolve():
             return dataclasses.replace(victim_from_entry(attack, Entry(folder, card), trigger), spec=spec)
-    return Victim(attack, spec, {}, None, victim_trigger(attack, None) if trigger else None, 0, _sha256_file(checkpoint))
+    return Victim(attack, spec, {}, None, victim_trigger(attack, None) if trigger else None, 0, file_sha256(checkpoint))
 
 
 def parse_victims(items: list[str] | None) -> dict[str, str]:

@@ -222,13 +222,18 @@ def _tiny_imagenet_samples(path: Path, seed: int) -> tuple[Iterator[tuple[str, d
     return samples(), len(items), 0
 
 
-@lru_cache(maxsize=None)
-def _file_hash(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file, read in 1 MiB blocks (archives too big to hold in memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _file_hash(path: Path) -> str:
+    return file_sha256(path)[:16]
 
 
 def aux_config(aux: str, trigger: Trigger | None, target: int, seed: int) -> dict[str, Any]:

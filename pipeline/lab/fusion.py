@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.detect.ensemble import FUSIONS, fuse, percentile
+from pipeline.detect.ensemble import FUSIONS, rank_fusion
 from pipeline.detect.metrics import auc
 from pipeline.detect.spec import DEFAULT_ENSEMBLE, column
 from pipeline.lab.detect import DEFAULT_AUX, ground_truth, read_scores
@@ -42,10 +42,11 @@ def cell_tables(results: dict[str, Any], extra: dict[str, Path]) -> dict[str, tu
 
 
 def fused_auc(table: dict, ref: dict, members: tuple[str, ...], fusion: str) -> float:
+    """AUC of the members' rank fusion, each ranked against its scores in `ref` (the job's Ensemble rule)."""
     ok, y = ground_truth(table)
-    parts = [percentile(np.nan_to_num(np.asarray(table[column(m)], float)[ok]),
-                        np.nan_to_num(np.asarray(ref[column(m)], float))) for m in members]
-    return float(auc(y[ok], fuse(parts, fusion)))
+    scores = {m: np.nan_to_num(np.asarray(table[column(m)], float)[ok]) for m in members}
+    return float(auc(y[ok], rank_fusion(scores, {m: np.nan_to_num(np.asarray(ref[column(m)], float)) for m in members},
+                                        fusion)))
 
 
 def search(results: dict[str, Any], extra: dict[str, Path], size: int = 3, keep: int = 40) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ import torch
 
 from pipeline.corpus.decode import decode_image, resize_center_crop
 from pipeline.corpus.shards import expand_shards
+from pipeline.detect.spec import SINGLE
 from pipeline.lab.attacks import trigger_for
 from pipeline.lab.cache import Entry, cache_dir, cached, config_hash
 from pipeline.lab.cifar import load_split
@@ -167,18 +169,14 @@ def best_density_baseline(results: dict[str, Any]) -> str | None:
     and pool of the detection table (results.json's default auxiliary set), or None without a table."""
     from pipeline.lab.detect_data import POOLS
 
+    names = {result_key(n): n for n in SINGLE if n.split(":")[0].split("-")[0] in DENSITY_FAMILY}
     aucs: dict[str, list[float]] = {}
     for entry in results.get("attacks", {}).values():
         for pool in POOLS:
-            for name, m in entry.get("detection", {}).get(pool, {}).items():
-                if name.split("_")[0] in DENSITY_FAMILY and m.get("auc") is not None:
-                    aucs.setdefault(name, []).append(m["auc"])
-    if not aucs:
-        return None
-    best = max(aucs, key=lambda n: (float(np.mean(aucs[n])), n))
-    family, _, rest = best.partition("_")
-    variant = rest.removesuffix("bank").rstrip("_")
-    return f"{family}{'-' + variant.replace('_', '-') if variant else ''}{':bank' if best.endswith('bank') else ''}"
+            for key, m in entry.get("detection", {}).get(pool, {}).items():
+                if key in names and m.get("auc") is not None:
+                    aucs.setdefault(names[key], []).append(m["auc"])
+    return max(aucs, key=lambda n: (float(np.mean(aucs[n])), n)) if aucs else None
 
 
 def removal(table: dict[str, np.ndarray], flagged: np.ndarray) -> dict[str, int]:
@@ -188,21 +186,24 @@ def removal(table: dict[str, np.ndarray], flagged: np.ndarray) -> dict[str, int]
             "poisoned_total": int((ok & y).sum()), "clean_total": int((ok & ~y).sum())}
 
 
-def corpus_detection(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict]:
-    """Per detector of the corpus run: AUC and what its default threshold removes; also the table and columns."""
+def corpus_detection(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray],
+                                                                  dict[str, np.ndarray]]:
+    """Per detector of the corpus run: AUC and what its default threshold removes; also the table and, per
+    detector, the rows its threshold flags."""
     from pipeline.detect.metrics import summary
 
     cols = detector_columns(run)
     table = read_scores(run_dir, [c for c, _ in cols.values()] + ["key", "flagged"])
     ok, y = ground_truth(table)
     out: dict[str, Any] = {}
+    flags: dict[str, np.ndarray] = {}
     for name, (col, thr) in cols.items():
         s = np.asarray(table[col], float)
         good = ok & np.isfinite(s)
         m = {k: round(v, 6) for k, v in summary(y[good], s[good], thr).items()}
-        flagged = np.zeros(len(s), bool) if thr is None else np.nan_to_num(s, nan=-np.inf) > thr
-        out[name] = {**m, "threshold": thr, **removal(table, flagged)}
-    return out, table, cols
+        flags[name] = np.zeros(len(s), bool) if thr is None else np.nan_to_num(s, nan=-np.inf) > thr
+        out[name] = {**m, "threshold": thr, **removal(table, flags[name])}
+    return out, table, flags
 
 
 def random_drop(keys: np.ndarray, share: float, seed: int) -> frozenset[str]:
@@ -219,8 +220,6 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
     """The proof for CLIP-Backdoor: train the CLIPs of `arms` (each cached), scoring the corpus first where an
     arm needs what the job removes. Returns the `retrain` section (one key per attack) when every arm ran,
     else None (a partial run only fills the cache, e.g. two processes on two cores)."""
-    import time
-
     t0 = time.time()
     trigger = trigger or default_trigger()
     poisoned, clean = ensure_corpus(trigger, rs, True), ensure_corpus(trigger, rs, False)
@@ -249,22 +248,21 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
             aux = poisoned if aux_name == CORPUS_AUX else ensure_aux(aux_name)
             dec, info, _ = ensure_decoder(victim.spec, victim.card["weights_sha256"], aux, ds, 0, log)
             run_dir, run, _ = ensure_run(dec, poisoned, ds, ray, log)
-            detection[aux_name], table, cols = corpus_detection(run_dir, run)
-            tables[aux_name] = (run_dir, table, cols)
+            detection[aux_name], table, flags = corpus_detection(run_dir, run)
+            tables[aux_name] = (run_dir, table, flags)
             runs[aux_name] = {"run": run_dir.name, "decoder": info, "flag_by": run.get("flag_by", "dede"),
                               "threshold": run["threshold"], "seconds": run.get("timing", {}).get("seconds")}
             fb = detection[aux_name][result_key(runs[aux_name]["flag_by"])]
             log(f"score x {aux_name}: flag-by {runs[aux_name]['flag_by']} AUC {fb['auc']:.3f}, removes "
                 f"{fb['poisoned']}/{fb['poisoned_total']} poisoned and {fb['clean']}/{fb['clean_total']} clean")
-    run_dir, table, cols = tables[rs.aux[0]]
+    run_dir, table, flags = tables[rs.aux[0]]
     keys = np.asarray(table["key"], str)
     flag_by = runs[rs.aux[0]]["flag_by"]
     oracle = max((n for n, m in detection[rs.aux[0]].items() if m.get("auc") is not None),
                  key=lambda n: (detection[rs.aux[0]][n]["auc"], n))
 
     def flagged_by(name: str) -> frozenset[str]:
-        col, thr = cols[result_key(name)]
-        return frozenset(keys[np.nan_to_num(np.asarray(table[col], float), nan=-np.inf) > thr].tolist())
+        return frozenset(keys[flags[result_key(name)]].tolist())
 
     drops = {"retrained": frozenset(keys[np.asarray(table["flagged"], bool)].tolist()),
              "baseline": flagged_by(rs.baseline), "oracle": flagged_by(oracle),
