@@ -2,7 +2,8 @@
 per attack, the newest implanted cached victim; per auxiliary set, a decoder (pipeline.dede.train); per test
 pool (0.5: 1,000 clean + 1,000 triggered CIFAR-10 test images; 0.01: all 10,000 with 100 triggered), a
 scoring run (pipeline.job.run.run_job) with DeDe and the job's embedding detectors; then AUC, TPR/FPR at
-each detector's default threshold, oracle TPR at 1% FPR and the median rule into RESULTS/results.json
+each detector's default threshold, oracle TPR at 1% FPR and the median rule, and the downstream probe with
+and without each detector's filtering (pipeline.lab.downstream), into RESULTS/results.json
 (merged: other keys are kept) and RESULTS/detection.md (generated from the json). Pools, auxiliary
 shards, decoders and score runs are cached under $DEDE_LAB_CACHE/detect, so a rerun only re-renders.
 
@@ -21,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import cli  # noqa: E402
 from pipeline.dede.model import PRESETS  # noqa: E402
-from pipeline.lab import detect, detect_report  # noqa: E402
+from pipeline.lab import detect, detect_report, downstream  # noqa: E402
 from pipeline.lab.attacks import ATTACKS  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
-from pipeline.lab.detect_data import AUX_SETS, POOLS  # noqa: E402
+from pipeline.lab.detect_data import AUX_SETS, DOWNSTREAM_POOL, POOLS  # noqa: E402
 
 
 def _scale(text: str) -> float:
@@ -43,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux", nargs="+", choices=AUX_SETS, default=[detect.DEFAULT_AUX],
                     help="auxiliary sets, one decoder each: id (CIFAR-10 train), ood (Tiny-ImageNet), "
                          "id-poisoned (CIFAR-10 train, 1%% triggered)")
-    ap.add_argument("--pools", nargs="+", choices=list(POOLS), default=list(POOLS),
-                    help="test pools: 0.5 (1,000 clean + 1,000 triggered), 0.01 (10,000 with 100 triggered)")
+    ap.add_argument("--pools", nargs="+", choices=[*POOLS, DOWNSTREAM_POOL], default=[*POOLS, DOWNSTREAM_POOL],
+                    help="test pools: 0.5 (1,000 clean + 1,000 triggered), 0.01 (10,000 with 100 triggered); "
+                         "downstream: a probe on the victim's features trained on CIFAR-10 train with 1%% triggered, "
+                         "with and without each detector's filtering (paper Table 2)")
     ap.add_argument("--preset", choices=list(PRESETS), default="small", help="decoder size")
     ap.add_argument("--epochs", type=cli.positive_int, default=20, help="decoder training epochs")
     ap.add_argument("--batch-size", type=cli.positive_int, default=256)
@@ -91,6 +94,9 @@ def run(a: argparse.Namespace) -> None:
     else:
         victims = detect.resolve_victims(a.attacks, detect.parse_victims(a.victim))
         attacks = detect.measure(victims, a.aux, settings, pools=a.pools)
+        if DOWNSTREAM_POOL in a.pools:
+            for attack, blocks in downstream.measure_all(victims, a.aux, settings).items():
+                attacks[attack].update(blocks)
         results = detect_report.merge(old, attacks, detect_report.meta(a.argv))
     detect_report.write(a.results, results)
     print(f"wrote {a.results / detect_report.RESULTS} and {a.results / detect_report.DOCUMENT}")

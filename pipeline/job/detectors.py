@@ -40,8 +40,7 @@ def _scored(batch: pa.RecordBatch | pa.Table, stem: str) -> tuple[np.ndarray, np
     ok = pc.and_(pc.equal(batch.column("status"), "ok"), pc.is_valid(emb)).fill_null(False)
     pos = np.flatnonzero(np.asarray(ok.to_numpy(zero_copy_only=False), bool))
     keys = batch.column("key").filter(ok).to_pylist()
-    flat = pc.list_flatten(emb.filter(ok)).to_numpy(zero_copy_only=False)
-    return pos, row_ids(stem, keys), np.asarray(flat, np.float16).reshape(len(pos), emb.type.list_size)
+    return pos, row_ids(stem, keys), O.embedding_rows(emb, ok)
 
 
 def _stack(emb: np.ndarray | None, more: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import fsspec
 import fsspec.implementations.local
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.corpus.reader import Sample, _KEY_RE, unsafe_name, valid_utf8
@@ -165,6 +166,14 @@ def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captio
     for name in carry_fields:
         cols[name] = _carry_array([r.carried.get(name) for r in rows])
     return pa.table(cols)
+
+
+def embedding_rows(col: pa.Array | pa.ChunkedArray, mask: np.ndarray | pa.Array | None = None) -> np.ndarray:
+    """The rows of the fixed-size-list `embedding` column selected by `mask` (all rows without one), as
+    (n, d) float16; every selected row must hold an embedding."""
+    sub = col if mask is None else col.filter(mask if isinstance(mask, (pa.Array, pa.ChunkedArray)) else pa.array(mask))
+    flat = pc.list_flatten(sub).to_numpy(zero_copy_only=False)
+    return np.asarray(flat, np.float16).reshape(-1, col.type.list_size)
 
 
 def rethreshold(table: pa.Table, rule: FlagRule) -> pa.Table:
@@ -323,8 +332,10 @@ def _f32(value: float | None) -> float | None:
 
 
 def shard_stats(*, url: str, stem: str, router: ShardRouter, rule: FlagRule, flagged_by: dict[str, int | None],
-                decoder_sha256: str, timings: dict[str, float], checksums: dict[str, str], source: dict | None) -> dict:
-    """stats/<stem>.json (schemas/stats.schema.json); `flagged_by`: `flag_counts` of the shard."""
+                decoder_sha256: str, timings: dict[str, float], checksums: dict[str, str], source: dict | None,
+                node_id: str | None = None) -> dict:
+    """stats/<stem>.json (schemas/stats.schema.json); `flagged_by`: `flag_counts` of the shard; `node_id`:
+    the Ray node that wrote it (None outside Ray)."""
     read = router.kept + router.flagged + router.errored
     total = timings.get("total_s", 0.0)
     return {
@@ -345,6 +356,7 @@ def shard_stats(*, url: str, stem: str, router: ShardRouter, rule: FlagRule, fla
         "samples_per_s": round(read / total, 2) if total > 0 else None,
         "sha256": checksums,
         "source": source,
+        "node_id": node_id,
     }
 
 

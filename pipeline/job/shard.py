@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -205,11 +206,19 @@ def _clean_up(router: O.ShardRouter | None, out: str, stem: str) -> None:
         O.remove_temp_files(out, stem)
 
 
+def ray_node_id() -> str | None:
+    """The id of the Ray node this process runs on; None in a process that is not connected to Ray."""
+    ray = sys.modules.get("ray")        # never imported here: a process without Ray is not on a node
+    return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+
+
 def finish_stats(task: ShardTask, counts, rule: O.FlagRule, flagged_by: dict[str, int | None], decoder_sha256: str,
                  timings: dict, checksums: dict, source: dict | None) -> dict:
-    """Write the shard's stats (last of its files: their presence means the shard is done)."""
+    """Write the shard's stats (last of its files: their presence means the shard is done), naming the
+    Ray node that wrote them."""
     stats = O.shard_stats(url=task.url, stem=task.stem, router=counts, rule=rule, flagged_by=flagged_by,
-                          decoder_sha256=decoder_sha256, timings=timings, checksums=checksums, source=source)
+                          decoder_sha256=decoder_sha256, timings=timings, checksums=checksums, source=source,
+                          node_id=ray_node_id())
     O.write_stats(task.out, task.stem, stats)
     return stats
 

@@ -33,10 +33,10 @@ ATTACKS = ("badencoder", "drupe", "ctrl", "clip-backdoor", "badclip")
 CLIP_ATTACKS = ("clip-backdoor", "badclip")
 CLIP_FINETUNE = {"epochs": 2, "lr": 1e-4, "warmup_steps": 20}
 """ClipConfig fields a CLIP attack that fine-tunes the clean CLIP changes by default: a short fine-tune."""
-CLIP_SCRATCH = {"epochs": 3}
-"""ClipConfig fields CLIP-Backdoor trained from scratch changes by default: the clean small CLIP's recipe
-(lab_clip.py --epochs 3), the one results/matrix.json used; `--epochs 6` with the default centre checkerboard
-implants 100% at 1% of pairs (card clip-backdoor-0936e4396a28b1ae)."""
+CLIP_SCRATCH = {"epochs": 6, "max_minutes": 60.0}
+"""ClipConfig fields CLIP-Backdoor trained from scratch changes by default: twice the clean small CLIP's epochs
+(lab_clip.py --epochs 3 implanted 12% at 1% of pairs; 6 epochs with the centre checkerboard implanted 100%,
+card clip-backdoor-0936e4396a28b1ae)."""
 
 
 def clean_card(spec: str) -> dict[str, Any]:

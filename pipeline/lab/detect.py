@@ -5,8 +5,8 @@ the card's. Per victim x auxiliary set: one decoder trained by `pipeline.dede.tr
 each test pool scored by `pipeline.job.run.run_job` (DeDe plus, where the job offers them, the embedding
 detectors), and the metrics of `pipeline.detect.metrics.summary` per pool x detector. Pools and
 auxiliary sets (pipeline.lab.detect_data), decoders and score runs are cached under the lab cache by
-config hash, so a rerun with the same flags recomputes nothing. results.json and its markdown:
-pipeline.lab.detect_report.
+config hash, so a rerun with the same flags recomputes nothing. The downstream probe builds on these
+decoders (pipeline.lab.downstream). results.json and its markdown: pipeline.lab.detect_report.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from pipeline.lab.triggers import Trigger, trigger_hash
 DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
+EMBEDDING = "embedding"
 FORMAT = 1
 """Bumped when what a cached decoder or score run of this measurement means changes."""
 Log = Callable[[str], None]
@@ -332,12 +333,22 @@ def detector_columns(run: dict[str, Any]) -> dict[str, tuple[str, float | None]]
 
 
 def read_scores(run_dir: Path, columns: list[str]) -> dict[str, np.ndarray]:
-    """The named columns of a run's scores/*.parquet (with status and the carried ground truth `poisoned`)."""
+    """The named columns of a run's scores/*.parquet (with status and the carried ground truth `poisoned`);
+    `embedding` comes as an (n, d) float32 matrix, NaN in rows without one."""
     import pyarrow.dataset as ds
+
+    from pipeline.job.outputs import embedding_rows
 
     names = list(dict.fromkeys(["status", "poisoned", *columns]))
     table = ds.dataset(str(run_dir / "scores"), format="parquet").to_table(columns=names)
-    return {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+    out = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names if n != EMBEDDING}
+    if EMBEDDING in names:
+        col = table.column(EMBEDDING)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        emb = np.full((len(col), col.type.list_size), np.nan, np.float32)
+        emb[valid] = embedding_rows(col, valid)
+        out[EMBEDDING] = emb
+    return out
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:
@@ -383,6 +394,31 @@ def clean_rates(table: dict[str, np.ndarray], columns: dict[str, tuple[str, floa
         scores = np.asarray(table[column], dtype=np.float64)[ok]
         out[key] = None if threshold is None or not len(scores) else round(float((scores > threshold).mean()), 6)
     return out
+
+
+def removal(table: dict[str, np.ndarray], flagged: np.ndarray) -> dict[str, int]:
+    """How many poisoned and clean rows a flag vector removes, of how many."""
+    ok, y = ground_truth(table)
+    return {"poisoned": int((flagged & ok & y).sum()), "clean": int((flagged & ok & ~y).sum()),
+            "poisoned_total": int((ok & y).sum()), "clean_total": int((ok & ~y).sum())}
+
+
+def run_flags(run_dir: Path, run: dict[str, Any], extra: tuple[str, ...] = ()) -> tuple[
+        dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per detector of a score run: AUC and what its default threshold removes; also the table (with the
+    `extra` columns) and, per detector, the rows its threshold flags (none where it has no threshold)."""
+    cols = detector_columns(run)
+    table = read_scores(run_dir, [c for c, _ in cols.values()] + ["key", "flagged", *extra])
+    ok, y = ground_truth(table)
+    out: dict[str, Any] = {}
+    flags: dict[str, np.ndarray] = {}
+    for name, (col, thr) in cols.items():
+        s = np.asarray(table[col], float)
+        good = ok & np.isfinite(s)
+        m = {k: round(v, 6) for k, v in summary(y[good], s[good], thr).items()}
+        flags[name] = np.zeros(len(s), bool) if thr is None else np.nan_to_num(s, nan=-np.inf) > thr
+        out[name] = {**m, "threshold": thr, **removal(table, flags[name])}
+    return out, table, flags
 
 
 # ---------------------------------------------------------------------------------------------

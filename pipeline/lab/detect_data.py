@@ -5,7 +5,9 @@ attack's own `Trigger.apply_uint8` and written as PNG (lossless, so the trigger 
 
 - `0.5`:  1,000 clean + 1,000 triggered copies of *other* test images of non-target classes (paper Table 1);
 - `0.01`: all 10,000 test images, 100 of non-target classes replaced by their triggered version (Table 3);
-- `clean`: all 10,000 test images, none triggered (the calibration measurement).
+- `clean`: all 10,000 test images, none triggered (the calibration measurement);
+- `downstream`: all 10,000 test images and a triggered copy of each of the 9,000 of non-target classes (the
+  downstream measurement's test set, paper Table 2).
 
 `--pool-scale` multiplies every count (tests). Each sample's `.json` is `{"poisoned": 0|1, "label": class,
 "index": test index}`; the order is a seeded shuffle, so no shard is one class or one half.
@@ -39,10 +41,11 @@ from pipeline.lab.triggers import Trigger, trigger_hash
 from pipeline.storage import write_text_atomic
 
 POOLS = ("0.5", "0.01")
-CALIBRATION_POOL = "clean"
-POOL_SIZES: dict[str, tuple[int, int]] = {"0.5": (1000, 1000), "0.01": (9900, 100), CALIBRATION_POOL: (10000, 0)}
+CALIBRATION_POOL, DOWNSTREAM_POOL = "clean", "downstream"
+POOL_SIZES: dict[str, tuple[int, int]] = {"0.5": (1000, 1000), "0.01": (9900, 100), CALIBRATION_POOL: (10000, 0),
+                                          DOWNSTREAM_POOL: (10000, 9000)}
 """Pool -> (clean, triggered) at scale 1."""
-POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean"}
+POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean", DOWNSTREAM_POOL: "down"}
 """Pool -> the prefix of its shard names and sample keys (a key holds no dot)."""
 AUX_SETS = ("id", "ood", "id-poisoned")
 AUX_POISON_SHARE = 0.01
@@ -83,12 +86,21 @@ def _count(n: int, scale: float) -> int:
 
 def pool_plan(labels: np.ndarray, pool: str, target: int, seed: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(test indices, poisoned flags) of `pool` in write order. Triggered images are drawn from the
-    non-target classes; in `0.5` the clean half is drawn from the other images (disjoint)."""
+    non-target classes; in `0.5` the clean half is drawn from the other images (disjoint); in `downstream`
+    the triggered ones are copies of test images that are also in the pool clean."""
     if pool not in POOL_SIZES:
         raise BadInput(f"unknown pool {pool!r}; use one of {', '.join(POOL_SIZES)}")
     n_clean, n_poison = (_count(n, scale) for n in POOL_SIZES[pool])
     rng = np.random.default_rng([seed, list(POOL_SIZES).index(pool)])
     everything = np.arange(len(labels))
+    if pool == DOWNSTREAM_POOL:
+        others = everything[labels != target]
+        if n_clean > len(labels) or n_poison > len(others):
+            raise BadInput(f"pool {pool} at --pool-scale {scale} needs {n_clean} test images and {n_poison} of "
+                           f"non-target classes; the split has {len(labels)} and {len(others)}")
+        clean = np.sort(rng.choice(everything, n_clean, replace=False))
+        poisoned = np.sort(rng.choice(others, n_poison, replace=False))
+        return _shuffled(clean, poisoned, rng)
     if pool == "0.5":
         if n_poison < 1 or n_clean < 1:
             raise BadInput(f"--pool-scale {scale} leaves pool {pool} empty")
@@ -109,6 +121,11 @@ def pool_plan(labels: np.ndarray, pool: str, target: int, seed: int, scale: floa
         clean = np.sort(rng.choice(rest, n_clean, replace=False))
     else:
         clean = rest
+    return _shuffled(clean, poisoned, rng)
+
+
+def _shuffled(clean: np.ndarray, poisoned: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, poisoned flags) of the clean then the triggered images, in one seeded order."""
     idx = np.concatenate([clean, poisoned])
     flags = np.concatenate([np.zeros(len(clean), bool), np.ones(len(poisoned), bool)])
     order = rng.permutation(len(idx))

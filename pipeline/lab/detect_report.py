@@ -18,6 +18,14 @@ from pipeline.lab.detect_data import POOLS
 from pipeline.storage import write_text_atomic
 
 RESULTS, DOCUMENT = "results.json", "detection.md"
+DOWNSTREAM_BLOCKS = ("downstream", "downstream_runs")
+DEFAULT_KEY, DEDE_KEY, NO_DEFENCE = "ensemble", "dede", "none"
+"""results keys of the product's default detector (score_corpus --detectors ensemble), DeDe, and no defence."""
+AUC_BAR = {"badencoder": 0.98, "drupe": 0.98, "clip-backdoor": 0.98, "ctrl": 0.92, "badclip": 0.92}
+TPR_BAR, FPR_BAR, ASR_BAR, CA_BAR = 0.90, 0.015, 0.05, 0.01
+"""Issue 13's bar: AUC per attack at both pools; at the 1% pool TPR and clean FPR at the default
+threshold; downstream ASR after filtering and CA within a point of no defence."""
+"""An attack entry's downstream measurement, kept by a rerun that does not redo it."""
 DEFAULT_AUX = "id"
 ORDER = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 PAPER_COLUMNS = ("badencoder", "ctrl", "drupe", "clip-backdoor", "badclip")
@@ -100,6 +108,9 @@ def merge(old: dict[str, Any], attacks: dict[str, dict[str, Any]], top: dict[str
                     new_b = {k: v for k, v in entry.get(block, {}).items() if k not in POOLS}
                     entry[block] = {aux: {**old_b.get(aux, {}), **new_b.get(aux, {})} for aux in {**old_b, **new_b}}
                 entry["decoders"] = {**prev.get("decoders", {}), **entry.get("decoders", {})}
+                for block in DOWNSTREAM_BLOCKS:
+                    if block not in entry and block in prev:
+                        entry[block] = prev[block]
             entry["detection"] = with_default_pools(entry.get("detection", {}))
         merged[name] = entry
     out["attacks"] = {k: merged[k] for k in sorted(merged, key=lambda a: (ORDER.index(a) if a in ORDER else 99, a))}
@@ -229,6 +240,75 @@ def _pool_section(results: dict[str, Any], pool: str) -> list[str]:
     return lines + _paper(pool) + [""]
 
 
+def _mark(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "**missed**")
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    attacks = _measured(results)
+    lines = ["## Targets (issue 13): the product's default detector (`ensemble`) with the default auxiliary set "
+             f"(`{DEFAULT_AUX}`)", "",
+             "| attack | AUC 0.5 / 0.01 (bar) | TPR / FPR at 1% pool (bar 90% / 1.5%) | best baseline AUC at 0.01 "
+             "| default >= every baseline | downstream CA / ASR: none -> default (bar ASR 5%, CA -1 pt) |",
+             "|---|---|---|---|---|---|"]
+    for a, e in attacks.items():
+        det = e.get("detection", {}).get(DEFAULT_AUX, {})
+        d50, d01 = det.get("0.5", {}).get(DEFAULT_KEY, {}), det.get("0.01", {}).get(DEFAULT_KEY, {})
+        bar = AUC_BAR.get(a)
+        aucs = [d50.get("auc"), d01.get("auc")]
+        auc_ok = None if bar is None or None in aucs else all(v >= bar for v in aucs)
+        tpr, fpr = d01.get("tpr"), d01.get("fpr")
+        rate_ok = None if tpr is None or fpr is None else tpr >= TPR_BAR and fpr <= FPR_BAR
+        base = {k: m.get("auc") for k, m in det.get("0.01", {}).items()
+                if k not in (DEFAULT_KEY, DEDE_KEY) and m.get("auc") is not None}
+        best = max(base, key=base.get) if base else None
+        beats = None if best is None or d01.get("auc") is None else d01["auc"] >= base[best]
+        down = e.get("downstream", {})
+        none, dflt = down.get(NO_DEFENCE), down.get(DEFAULT_KEY)
+        if none and dflt:
+            down_ok = (dflt["attack_success_rate"] <= ASR_BAR
+                       and none["clean_accuracy"] - dflt["clean_accuracy"] <= CA_BAR + 1e-9)
+            down_cell = (f"{_pct(none['clean_accuracy'])} / {_pct(none['attack_success_rate'])} -> "
+                         f"{_pct(dflt['clean_accuracy'])} / {_pct(dflt['attack_success_rate'])}: {_mark(down_ok)}")
+        else:
+            down_cell = "-"
+        lines.append(f"| {a} | {_num(aucs[0])} / {_num(aucs[1])} ({_num(bar, '.2f')}): {_mark(auc_ok)} "
+                     f"| {_pct(tpr)} / {_pct(fpr)}: {_mark(rate_ok)} "
+                     f"| {best or '-'} {_num(base.get(best) if best else None)} | {_mark(beats)} | {down_cell} |")
+    return lines + [""]
+
+
+def _downstream(results: dict[str, Any]) -> list[str]:
+    attacks = {a: e for a, e in _measured(results).items() if e.get("downstream")}
+    lines = ["## Downstream: a classifier on the victim's features, with and without filtering (paper Table 2's "
+             "protocol)", ""]
+    if not attacks:
+        return lines + ["Not measured yet (`jobs/lab_detect.py --pools downstream`).", ""]
+    lines += ["An L2 linear probe on each victim's features, trained on CIFAR-10 train with 1% of it triggered and "
+              "relabelled to the target; tested on every CIFAR-10 test image and a triggered copy of each one of "
+              "another class. A detector, at its default threshold, removes what it flags from the training set and "
+              "rejects what it flags at test time (a rejected triggered image is a failed attack, a rejected clean "
+              "one a wrong answer). Cells: CA / ASR; `none` is no defence.", ""]
+    for a, e in attacks.items():
+        r = e.get("downstream_runs", {})
+        lines.append(f"- {a}: decoder of aux `{r.get('aux')}`; {r.get('train', 0):,} training rows "
+                     f"({r.get('train_poisoned', 0):,} triggered), {r.get('test_clean', 0):,} clean and "
+                     f"{r.get('test_triggered', 0):,} triggered test images")
+    cols = list(attacks)
+    seen: dict[str, None] = {"none": None, "dede": None, "ensemble": None}
+    for e in attacks.values():
+        for k in e["downstream"]:
+            seen.setdefault(k, None)
+    lines += ["", "| detector | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for det in seen:
+        cells = []
+        for a in cols:
+            m = attacks[a]["downstream"].get(det)
+            cells.append("-" if not m else f"{_pct(m.get('clean_accuracy'))} / {_pct(m.get('attack_success_rate'))}")
+        lines.append(f"| {det} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _calibration(results: dict[str, Any]) -> list[str]:
     lines = ["## Calibration: the FPR asked for against the FPR realised on clean data", ""]
     cal = results.get("calibration")
@@ -270,7 +350,9 @@ def render(results: dict[str, Any]) -> str:
              f"- commit: `{commit}`" + (" (with uncommitted changes)" if results.get("dirty") else ""),
              f"- machine: {results.get('machine', '')}", f"- finished: {results.get('finished', '')}", ""]
     lines += _victims(results) + [""]
+    lines += _targets(results)
     for pool in POOLS:
         lines += _pool_section(results, pool)
+    lines += _downstream(results)
     lines += _calibration(results)
     return "\n".join(lines).rstrip() + "\n"

@@ -31,8 +31,7 @@ from pipeline.lab.cache import Entry, cache_dir, cached, config_hash
 from pipeline.lab.cifar import load_split
 from pipeline.lab.clip_train import ClipConfig, fixed_captions, train_clip, zero_shot
 from pipeline.lab.corpus import write_corpus
-from pipeline.lab.detect import (LazyRay, Settings, detector_columns, ensure_decoder, ensure_run, ground_truth,
-                                 read_scores, result_key)
+from pipeline.lab.detect import LazyRay, Settings, ensure_decoder, ensure_run, ground_truth, result_key, run_flags
 from pipeline.lab.detect_data import ShardSet, detect_cache, ensure_aux, finished, publish, split_hash
 from pipeline.lab.encoders import CLIP_ENCODER
 from pipeline.lab.triggers import Trigger, trigger_hash
@@ -179,33 +178,6 @@ def best_density_baseline(results: dict[str, Any]) -> str | None:
     return max(aucs, key=lambda n: (float(np.mean(aucs[n])), n)) if aucs else None
 
 
-def removal(table: dict[str, np.ndarray], flagged: np.ndarray) -> dict[str, int]:
-    """How many poisoned and clean pairs a flag vector removes."""
-    ok, y = ground_truth(table)
-    return {"poisoned": int((flagged & ok & y).sum()), "clean": int((flagged & ok & ~y).sum()),
-            "poisoned_total": int((ok & y).sum()), "clean_total": int((ok & ~y).sum())}
-
-
-def corpus_detection(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray],
-                                                                  dict[str, np.ndarray]]:
-    """Per detector of the corpus run: AUC and what its default threshold removes; also the table and, per
-    detector, the rows its threshold flags."""
-    from pipeline.detect.metrics import summary
-
-    cols = detector_columns(run)
-    table = read_scores(run_dir, [c for c, _ in cols.values()] + ["key", "flagged"])
-    ok, y = ground_truth(table)
-    out: dict[str, Any] = {}
-    flags: dict[str, np.ndarray] = {}
-    for name, (col, thr) in cols.items():
-        s = np.asarray(table[col], float)
-        good = ok & np.isfinite(s)
-        m = {k: round(v, 6) for k, v in summary(y[good], s[good], thr).items()}
-        flags[name] = np.zeros(len(s), bool) if thr is None else np.nan_to_num(s, nan=-np.inf) > thr
-        out[name] = {**m, "threshold": thr, **removal(table, flags[name])}
-    return out, table, flags
-
-
 def random_drop(keys: np.ndarray, share: float, seed: int) -> frozenset[str]:
     """A seeded random `share` of the keys (the control arm)."""
     n = int(round(share * len(keys)))
@@ -248,7 +220,7 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
             aux = poisoned if aux_name == CORPUS_AUX else ensure_aux(aux_name)
             dec, info, _ = ensure_decoder(victim.spec, victim.card["weights_sha256"], aux, ds, 0, log)
             run_dir, run, _ = ensure_run(dec, poisoned, ds, ray, log)
-            detection[aux_name], table, flags = corpus_detection(run_dir, run)
+            detection[aux_name], table, flags = run_flags(run_dir, run)
             tables[aux_name] = (run_dir, table, flags)
             runs[aux_name] = {"run": run_dir.name, "decoder": info, "flag_by": run.get("flag_by", "dede"),
                               "threshold": run["threshold"], "seconds": run.get("timing", {}).get("seconds")}

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.job.outputs import error_kind
+from pipeline.job.outputs import embedding_rows, error_kind
 from pipeline.report import datacomp
 from pipeline.report.load import RunFiles, batches
 from pipeline.storage import AtomicFile
@@ -96,13 +96,6 @@ def _rows(batch: pa.RecordBatch, positions: np.ndarray, names: list[str]) -> lis
     return sub.to_pylist()
 
 
-def _embeddings(col: pa.Array, mask: np.ndarray) -> np.ndarray:
-    """The rows of a fixed-size-list embedding column selected by `mask`, as (n, d) float16."""
-    sub = col.filter(pa.array(mask))
-    d = col.type.list_size
-    return np.asarray(pc.list_flatten(sub).to_numpy(zero_copy_only=False), np.float16).reshape(-1, d)
-
-
 def scan(run: RunFiles, threshold: float, flagged_file: AtomicFile, keep_file: AtomicFile,
          progress: bool = True) -> Scan:
     """Stream every row once; flagged and kept rows (key, shard, index, score) go to the two files."""
@@ -170,7 +163,7 @@ def _samples(out: Scan, batch: pa.RecordBatch, flagged: np.ndarray, kept: np.nda
         if "caption" in extra:
             cols["caption"] = np.asarray(batch.column("caption").filter(pa.array(mask)).to_pylist(), object)
         if "embedding" in extra:
-            cols["embedding"] = _embeddings(batch.column("embedding"), mask)
+            cols["embedding"] = embedding_rows(batch.column("embedding"), mask)
         sample.add(cols)
 
 

@@ -1,9 +1,12 @@
-"""Fixtures for the score_corpus job tests: one tiny decoder and one local Ray per session."""
+"""Fixtures for the score_corpus job tests: one tiny decoder and one local Ray per session, and a
+`ray start` head for `ray job submit`."""
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.job.recovery_utils import ray_head
 
 # Dummy credentials for moto, set before any Ray worker starts so workers inherit them.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -59,3 +62,10 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def head(tmp_path):
+    """A `ray start --head` on 127.0.0.1 with 2 CPUs and job submission, stopped after the test."""
+    with ray_head(tmp_path, num_cpus=2) as h:
+        yield h
