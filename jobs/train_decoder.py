@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
     ap.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
     ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    ap.add_argument("--max-samples", type=cli.positive_int, default=None)
+    ap.add_argument("--max-samples", type=cli.positive_int, default=None,
+                    help="train on N samples chosen by --subset")
+    ap.add_argument("--subset", choices=["hash", "first"], default=d.subset,
+                    help="with --max-samples: hash (default) = the N of lowest key hash over every shard, a uniform "
+                         "subset in any shard order (every shard is read, only those N are decoded); first = the first N read")
     ap.add_argument("--holdout", type=float, default=d.holdout, help="share held out for calibration")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                     help="decoder size (default paper: width 192, 6 + 4 blocks, 4 px patches); the flags below override it")
@@ -61,7 +65,7 @@ def model_config(a: argparse.Namespace) -> DeDeConfig:
 def run(a: argparse.Namespace) -> int:
     cfg = TrainConfig(encoder=a.encoder, data=a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
-                      max_samples=a.max_samples, holdout=a.holdout, seed=a.seed, device=a.device,
+                      max_samples=a.max_samples, subset=a.subset, holdout=a.holdout, seed=a.seed, device=a.device,
                       model=model_config(a), resume=a.resume)
     out = train_decoder(cfg)
     print(json.dumps({"out": a.out, "final_loss": out.training.final_loss, "minutes": out.training.minutes,

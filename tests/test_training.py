@@ -17,6 +17,7 @@ def test_train_save_load_score_round_trip(tmp_path, small_shards):
     assert len(cfg.training.loss_history) == 2 and cfg.model.width == 32 and cfg.model.victim_dim == 64
     saved = json.load(open(f"{out}/config.json"))
     assert saved["weights_sha256"] and saved["calibration"]["n"] == cfg.data.n_holdout
+    assert saved["training"]["subset"] == cfg.training.subset == "hash"
     scorer = Scorer(out, device="cpu")
     from pipeline.corpus.reader import iter_shard
 
@@ -62,3 +63,24 @@ def test_holdout_is_chosen_by_sample_key_and_is_big_enough_for_a_1pct_quantile()
     assert len(small) == MIN_HOLDOUT         # 5% of 1,000 would be 50: too few for a 1% rate
     train3, hold3 = split_holdout(keys[:10], 0.05, 10000)
     assert len(hold3) == 5 and len(train3) == 5
+
+
+def test_max_samples_takes_the_lowest_key_hashes_over_every_shard(tmp_path, small_shards):
+    """--max-samples is a uniform subset whatever the shard order: the N of lowest key hash, not the first N."""
+    from pipeline.corpus.reader import iter_shard
+    from pipeline.dede.train import load_auxiliary
+    from pipeline.encoders import create_encoder
+    from pipeline.errors import BadInput
+    from pipeline.keyhash import key_hash
+
+    every = [s.key for shard in small_shards for s in iter_shard(shard)]
+    encoder = create_encoder("resnet:resnet18-cifar-w0.125", device="cpu")
+    base = dict(encoder="resnet:resnet18-cifar-w0.125", data=[str(tmp_path / "shards")], out=str(tmp_path / "d"),
+                max_samples=30, **TINY)
+    lowest = load_auxiliary(TrainConfig(**base), encoder)
+    assert lowest.keys == sorted(every, key=key_hash)[:30] and len(lowest.images) == len(lowest.embeddings) == 30
+    assert {every.index(k) // 40 for k in lowest.keys} == {0, 1, 2}              # drawn from every shard
+    first = load_auxiliary(TrainConfig(**{**base, "subset": "first"}), encoder)
+    assert first.keys == every[:30]
+    with pytest.raises(BadInput, match="subset"):
+        TrainConfig(**{**base, "subset": "random"})

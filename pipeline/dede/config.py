@@ -56,6 +56,7 @@ class Training:
     loss_history: list[float]
     final_loss: float                       # nan when no epoch ran
     minutes: float
+    subset: str = "first"                   # how max_samples chose: lowest key hash, or first read (folders of before)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ without augmentation, so every epoch after the first would recompute identical e
 """
 from __future__ import annotations
 
+import heapq
 import io
 import math
 import time
@@ -30,10 +31,11 @@ from pipeline.dede.thresholds import calibration_summary
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
 from pipeline.errors import BadInput, one_line
-from pipeline.keyhash import key_hashes
+from pipeline.keyhash import key_hash, key_hashes
 from pipeline.storage import exists, write_bytes_atomic
 
 STATE = "train_state.pt"
+SUBSETS = ("hash", "first")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class TrainConfig:
     schedule: str = "cosine"           # cosine (with linear warm-up) or constant
     warmup_epochs: float = 1.0
     max_samples: int | None = None
+    subset: str = "hash"                # with max_samples: the N of lowest key hash ("hash") or the first N read
     holdout: float = 0.1                # share of auxiliary samples kept out for calibration
     max_holdout: int = 10000            # thousands, so the 1% quantile rests on dozens of samples
     max_bank: int = MAX_BANK            # training embeddings kept in reference.safetensors for the detectors
@@ -62,6 +65,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.subset not in SUBSETS:
+            raise BadInput(f"subset must be one of {', '.join(SUBSETS)}, got {self.subset!r}")
         if isinstance(self.model, str):
             self.model = DeDeConfig.preset(self.model)
 
@@ -79,25 +84,42 @@ def load_auxiliary(cfg: TrainConfig, encoder: Encoder) -> AuxData:
     shards = expand_shards(cfg.data)
     image_size = cfg.model.image_size
     size = max(encoder.input_size, image_size)
+    lowest = bool(cfg.max_samples) and cfg.subset == "hash"
     keys, images, bad = [], [], Counter()
-    bar = tqdm(total=cfg.max_samples, desc="reading auxiliary data", unit="img", disable=None if cfg.progress else True)
+    heap: list[tuple[int, int, str, np.ndarray]] = []   # (-hash, -order, key, image): the N of lowest hash so far
+    bar = tqdm(total=None if lowest else cfg.max_samples, desc="reading auxiliary data", unit="img",
+               disable=None if cfg.progress else True)
+    seen = 0
     for url in shards:
         for s in iter_shard(url):
+            seen += 1
+            if lowest:
+                bar.update(1)                              # every sample is read; the bar counts them
             if s.error:
                 bad[s.error.split(":", 1)[0]] += 1
                 continue
+            h = key_hash(s.key) if lowest else 0
+            if lowest and len(heap) >= cfg.max_samples and h >= -heap[0][0]:
+                continue                                   # not among the N lowest: never decoded
             try:
-                images.append(load_sample_image(s.fields, size))
+                image = load_sample_image(s.fields, size)
             except DecodeError as e:
                 bad[str(e).split(":", 1)[0]] += 1
                 continue
+            if lowest:
+                (heapq.heappush if len(heap) < cfg.max_samples else heapq.heappushpop)(heap, (-h, -seen, s.key, image))
+                continue
             keys.append(s.key)
+            images.append(image)
             bar.update(1)
             if cfg.max_samples and len(keys) >= cfg.max_samples:
                 break
-        if cfg.max_samples and len(keys) >= cfg.max_samples:
+        if cfg.max_samples and not lowest and len(keys) >= cfg.max_samples:
             break
     bar.close()
+    for _, _, key, image in sorted(heap, reverse=True):     # lowest hash first
+        keys.append(key)
+        images.append(image)
     if not keys:
         raise ValueError(f"no usable images in {cfg.data} (bad samples: {dict(bad)})")
     arr = np.stack(images)
@@ -215,7 +237,8 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         work_size=max(encoder.input_size, mcfg.image_size),
         training=Training(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, holdout=cfg.holdout,
-                          max_holdout=cfg.max_holdout, max_samples=cfg.max_samples, seed=cfg.seed, device=str(device),
+                          max_holdout=cfg.max_holdout, max_samples=cfg.max_samples, subset=cfg.subset, seed=cfg.seed,
+                          device=str(device),
                           loss_history=history, final_loss=final_loss, minutes=round((time.time() - t0) / 60, 2)),
         data=TrainingData(inputs=list(cfg.data), n_train=int(len(train_idx)), n_holdout=int(len(hold_idx)),
                           holdout_from_train=False, skipped=dict(aux.bad)),

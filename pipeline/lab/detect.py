@@ -253,7 +253,7 @@ def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings
     if not cached:
         folder.mkdir(parents=True, exist_ok=True)
         train_decoder(TrainConfig(encoder=spec, data=[str(aux.folder)], out=str(folder), epochs=settings.epochs,
-                                  batch_size=settings.batch_size, max_samples=settings.max_aux, seed=seed,
+                                  batch_size=settings.batch_size, max_samples=settings.max_aux, subset="first", seed=seed,
                                   device=_device(settings), model=settings.preset,
                                   resume=(folder / STATE).exists(), progress=settings.progress))
     dc = load_decoder_config(str(folder))
