@@ -19,13 +19,13 @@ from pipeline.storage import write_text_atomic
 
 RESULTS, DOCUMENT = "results.json", "detection.md"
 DOWNSTREAM_BLOCKS = ("downstream", "downstream_runs")
+"""An attack entry's downstream measurement, kept by a rerun that does not redo it."""
 DEFAULT_KEY, DEDE_KEY, NO_DEFENCE = "ensemble", "dede", "none"
 """results keys of the product's default detector (score_corpus --detectors ensemble), DeDe, and no defence."""
 AUC_BAR = {"badencoder": 0.98, "drupe": 0.98, "clip-backdoor": 0.98, "ctrl": 0.92, "badclip": 0.92}
 TPR_BAR, FPR_BAR, ASR_BAR, CA_BAR = 0.90, 0.015, 0.05, 0.01
 """Issue 13's bar: AUC per attack at both pools; at the 1% pool TPR and clean FPR at the default
 threshold; downstream ASR after filtering and CA within a point of no defence."""
-"""An attack entry's downstream measurement, kept by a rerun that does not redo it."""
 DEFAULT_AUX = "id"
 ORDER = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 PAPER_COLUMNS = ("badencoder", "ctrl", "drupe", "clip-backdoor", "badclip")
@@ -295,7 +295,7 @@ def _downstream(results: dict[str, Any]) -> list[str]:
                      f"({r.get('train_poisoned', 0):,} triggered), {r.get('test_clean', 0):,} clean and "
                      f"{r.get('test_triggered', 0):,} triggered test images")
     cols = list(attacks)
-    seen: dict[str, None] = {"none": None, "dede": None, "ensemble": None}
+    seen: dict[str, None] = {NO_DEFENCE: None, DEDE_KEY: None, DEFAULT_KEY: None}
     for e in attacks.values():
         for k in e["downstream"]:
             seen.setdefault(k, None)

@@ -22,11 +22,12 @@ import torch
 from pipeline.lab.detect import (DEFAULT_AUX, LazyRay, Log, Settings, Victim, ensure_decoder, ensure_run, ground_truth,
                                  run_flags)
 from pipeline.lab.detect_data import DOWNSTREAM_POOL, ensure_aux, ensure_pool
+from pipeline.lab.detect_report import NO_DEFENCE
 from pipeline.lab.evaluate import LinearProbe
 
 TRAIN_SET = "id-poisoned"
 """The training set: CIFAR-10 train with 1% of it (non-target classes) triggered."""
-NONE = "none"
+NONE = NO_DEFENCE
 """The row without a defence: the probe on the whole poisoned training set, nothing rejected."""
 
 
