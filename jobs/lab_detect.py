@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", choices=list(PRESETS), default="small", help="decoder size")
     ap.add_argument("--epochs", type=cli.positive_int, default=20, help="decoder training epochs")
     ap.add_argument("--batch-size", type=cli.positive_int, default=256)
+    ap.add_argument("--trim", type=float, default=0.0,
+                    help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
+    ap.add_argument("--bank-trim", type=float, default=0.0,
+                    help="score runs leave this share of the bank's most outlying rows out (score_corpus --bank-trim)")
+    ap.add_argument("--ablation", metavar="NAME", default=None,
+                    help="record this measurement as arm NAME of results.json's ablations (the test pools only), "
+                         "not in the main table")
     ap.add_argument("--max-aux", type=cli.positive_int, default=None,
                     help="use the first N auxiliary images (a seeded uniform subset)")
     ap.add_argument("--pool-scale", type=_scale, default=1.0,
@@ -82,7 +89,8 @@ def run(a: argparse.Namespace) -> None:
     if a.threads is not None and a.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {a.threads}")
     settings = detect.Settings(preset=a.preset, epochs=a.epochs, max_aux=a.max_aux, batch_size=a.batch_size,
-                               pool_seed=a.seed, pool_scale=a.pool_scale, threshold=a.threshold,
+                               trim=a.trim, bank_trim=a.bank_trim, pool_seed=a.seed, pool_scale=a.pool_scale,
+                               threshold=a.threshold,
                                detectors=tuple(a.detectors), flag_by=a.flag_by, device=a.device, threads=a.threads,
                                actors=a.actors, progress=not a.no_progress)
     setup(a.device, a.threads)
@@ -91,6 +99,10 @@ def run(a: argparse.Namespace) -> None:
         spec, card, sha = detect.calibration_victim(a.calibration_victim, a.attacks, detect.parse_victims(a.victim))
         cal = detect.measure_calibration(spec, card, sha, a.calibration_seeds, settings)
         results = detect_report.merge(old, {}, detect_report.meta(a.argv), calibration=cal)
+    elif a.ablation:
+        victims = detect.resolve_victims(a.attacks, detect.parse_victims(a.victim))
+        attacks = detect.measure(victims, a.aux, settings, pools=[p for p in a.pools if p in POOLS])
+        results = detect_report.merge_ablation(old, a.ablation, attacks, detect_report.meta(a.argv), settings.record())
     else:
         victims = detect.resolve_victims(a.attacks, detect.parse_victims(a.victim))
         attacks = detect.measure(victims, a.aux, settings, pools=a.pools)

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train only these arms (cache filling); results are written when all ran")
     ap.add_argument("--preset", choices=list(PRESETS), default="small", help="decoder size")
     ap.add_argument("--decoder-epochs", type=cli.positive_int, default=20)
+    ap.add_argument("--decoder-trim", type=float, default=0.0,
+                    help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
+    ap.add_argument("--bank-trim", type=float, default=0.0,
+                    help="score runs leave this share of the bank's most outlying rows out (score_corpus --bank-trim)")
     ap.add_argument("--max-aux", type=cli.positive_int, default=10000, help="decoder training on the first N aux samples")
     ap.add_argument("--threshold", default="fpr:0.01", help="score_corpus --threshold")
     ap.add_argument("--detectors", nargs="+", default=["all"], help="score_corpus --detectors")
@@ -74,7 +78,8 @@ def run(a: argparse.Namespace) -> None:
                                  aux=tuple(a.aux), baseline=baseline, seed=a.seed,
                                  clip=ClipConfig(epochs=a.epochs, max_minutes=a.max_minutes, batch=a.clip_batch_size,
                                                  lr=a.lr, seed=a.seed))
-    ds = detect.Settings(preset=a.preset, epochs=a.decoder_epochs, max_aux=a.max_aux, threshold=a.threshold,
+    ds = detect.Settings(preset=a.preset, epochs=a.decoder_epochs, max_aux=a.max_aux, trim=a.decoder_trim,
+                         bank_trim=a.bank_trim, threshold=a.threshold,
                          detectors=tuple(a.detectors), flag_by=a.flag_by, device=a.device, threads=a.threads,
                          progress=not a.no_progress)
     section = retrain.run_proof(rs, ds, device, load_trigger(a.trigger) if a.trigger else None, arms=tuple(a.arms))

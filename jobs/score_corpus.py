@@ -19,7 +19,7 @@ from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS  # noqa: E402
 from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS  # noqa: E402
 from pipeline.detect.registry import DETECTORS  # noqa: E402
 from pipeline.detect.spec import DEFAULT_DETECTORS, DEFAULT_ENSEMBLE, plan_detectors  # noqa: E402
-from pipeline.job.config import DEFAULT_REFERENCE, JobConfig  # noqa: E402
+from pipeline.job.config import DEFAULT_BANK_TRIM, DEFAULT_REFERENCE, JobConfig  # noqa: E402
 from pipeline.job.run import run_job  # noqa: E402
 
 
@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--density-reference", type=cli.positive_int, default=DEFAULT_REFERENCE,
                     help=f"rows of the in-corpus reference sample (lowest hash of shard stem + key, so reruns pick "
                          f"the same rows; default {DEFAULT_REFERENCE}); the exact k-NN costs about rows x this x dim")
+    ap.add_argument("--bank-trim", type=float, default=DEFAULT_BANK_TRIM,
+                    help="leave this share of the decoder's bank out before the :bank detectors fit it: the rows whose "
+                         "own k-distance is furthest from the bank's median (a slightly poisoned auxiliary set's "
+                         f"triggered rows; default {DEFAULT_BANK_TRIM})")
     ap.add_argument("--carry-fields", default="", help="comma-separated .json fields copied into the Parquet")
     ap.add_argument("--overwrite", action="store_true",
                     help="remove this run's own outputs in --out (never other files) and start over")
@@ -98,7 +102,7 @@ def config(a: argparse.Namespace) -> JobConfig:
                                    max_pixels=a.max_pixels, max_aspect=a.max_aspect),
                      report=not a.no_report, detectors=[n.strip() for n in a.detectors.split(",") if n.strip()],
                      flag_by=a.flag_by, ensemble=[n.strip() for n in a.ensemble.split(",") if n.strip()],
-                     fusion=a.fusion, density_reference=a.density_reference)
+                     fusion=a.fusion, density_reference=a.density_reference, bank_trim=a.bank_trim)
 
 
 def run(a: argparse.Namespace) -> None:

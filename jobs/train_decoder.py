@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --max-samples: hash (default) = the N of lowest key hash over every shard, a uniform "
                          "subset in any shard order (every shard is read, only those N are decoded); first = the first N read")
     ap.add_argument("--holdout", type=float, default=d.holdout, help="share held out for calibration")
+    ap.add_argument("--trim", type=float, default=d.trim,
+                    help="share of each batch's highest-error images left out of the loss (robust training on an "
+                         "auxiliary set that may hold up to that share of poison; e.g. 0.05)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                     help="decoder size (default paper: width 192, 6 + 4 blocks, 4 px patches); the flags below override it")
     ap.add_argument("--image-size", type=cli.positive_int, help="override the preset's decoder image size")
@@ -65,7 +68,8 @@ def model_config(a: argparse.Namespace) -> DeDeConfig:
 def run(a: argparse.Namespace) -> int:
     cfg = TrainConfig(encoder=a.encoder, data=a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
-                      max_samples=a.max_samples, subset=a.subset, holdout=a.holdout, seed=a.seed, device=a.device,
+                      max_samples=a.max_samples, subset=a.subset, holdout=a.holdout, trim=a.trim, seed=a.seed,
+                      device=a.device,
                       model=model_config(a), resume=a.resume)
     out = train_decoder(cfg)
     print(json.dumps({"out": a.out, "final_loss": out.training.final_loss, "minutes": out.training.minutes,

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import calibration_summary, fpr_threshold
-from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus
+from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus, trim_bank
 from pipeline.detect.ensemble import percentile, rank_fusion
 from pipeline.detect.knn import knn
 from pipeline.detect.registry import fit
@@ -43,6 +43,28 @@ def test_planted_dense_cluster_is_found_in_corpus_at_fpr_001_and_clean_fpr_holds
     assert 0.005 <= (s[~poisoned] > t).mean() <= 0.02
     assert (s[poisoned] > t).mean() > 0.95
     assert len(cal.holdout["kdist-dense"]) == 2000
+
+
+def test_a_trimmed_bank_stops_vouching_for_the_triggered_rows_a_poisoned_auxiliary_set_put_in_it():
+    rng = np.random.default_rng(4)
+    trigger_point = rng.normal(size=D) * 3                             # far from the clean cloud
+    collapsed = lambda n: trigger_point + rng.normal(scale=0.01, size=(n, D))   # noqa: E731
+    clean = clean_reference(rng)
+    poisoned_bank = np.concatenate([clean.bank_embeddings, collapsed(80).astype(np.float16)])   # 1% poison
+    kept = trim_bank(poisoned_bank, 0.02)
+    assert len(kept) == len(poisoned_bank) - int(0.02 * len(poisoned_bank))
+    assert np.abs(kept.astype(np.float32) - trigger_point).max(1).min() > 0.5    # every collapsed row is gone
+    np.testing.assert_array_equal(trim_bank(poisoned_bank, 0.0), poisoned_bank)
+    x = np.concatenate([rng.normal(size=(1000, D)), collapsed(20)]).astype(np.float16)
+    y = np.r_[np.zeros(1000), np.ones(20)]
+    ids = np.arange(len(x), dtype=np.uint64)
+    plan = plan_detectors("kdist:bank")
+    aucs = {}
+    for share in (0.0, 0.02):
+        ref = CleanReference(clean.holdout_scores, clean.holdout_embeddings, poisoned_bank)
+        cal = calibrate(plan, ref, x, ids, calibration_summary(clean.holdout_scores, 1.0), bank_trim=share)
+        aucs[share] = roc_auc_score(y, cal.suite.score(x, ids, np.zeros(len(x)))["kdist:bank"])
+    assert aucs[0.0] < 0.2 and aucs[0.02] > 0.99, aucs
 
 
 def test_uniform_cloud_gives_no_suspects():

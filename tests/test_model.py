@@ -54,6 +54,19 @@ def test_loss_and_score_arithmetic():
     assert masked_mse(pred, img, mask).item() == pytest.approx(1.0)
 
 
+def test_trimmed_loss_leaves_out_the_worst_images_only():
+    img = torch.zeros(10, 3, 4, 4)
+    pred = torch.full((10, 3, 4, 4), 0.5)
+    pred[3] = 10.0                                                 # one image the decoder cannot reconstruct
+    mask = torch.ones(10, 1, 4, 4)
+    assert masked_mse(pred, img, mask, trim=0.0).item() == pytest.approx((9 * 0.25 + 100) / 10)
+    assert masked_mse(pred, img, mask, trim=0.1).item() == pytest.approx(0.25)   # the outlier leaves the gradient
+    grad = pred.clone().requires_grad_()
+    masked_mse(grad, img, mask, trim=0.1).backward()
+    assert grad.grad[3].abs().sum() == 0 and grad.grad[0].abs().sum() > 0
+    assert masked_mse(pred[:1], img[:1], mask[:1], trim=0.4).item() == pytest.approx(0.25)   # never empty
+
+
 def test_bad_config_errors():
     with pytest.raises(ValueError, match="multiple of patch_size"):
         DeDe(DeDeConfig(victim_dim=4, image_size=30, patch_size=4))

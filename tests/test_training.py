@@ -84,3 +84,6 @@ def test_max_samples_takes_the_lowest_key_hashes_over_every_shard(tmp_path, smal
     assert first.keys == every[:30]
     with pytest.raises(BadInput, match="subset"):
         TrainConfig(**{**base, "subset": "random"})
+    for bad in (-0.1, 0.5):
+        with pytest.raises(BadInput, match="trim"):
+            TrainConfig(**{**base, "trim": bad})

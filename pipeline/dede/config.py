@@ -57,6 +57,7 @@ class Training:
     final_loss: float                       # nan when no epoch ran
     minutes: float
     subset: str = "first"                   # how max_samples chose: lowest key hash, or first read (folders of before)
+    trim: float = 0.0                       # share of each batch's highest-error images left out of the loss
 
 
 @dataclass(frozen=True)

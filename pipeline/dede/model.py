@@ -7,6 +7,7 @@ pre-norm transformer blocks, and a linear per-patch pixel head.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -160,10 +161,15 @@ class DeDe(nn.Module):
         return pred, mask
 
 
-def masked_mse(pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Training loss: mean squared error per hidden pixel value."""
+def masked_mse(pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor, trim: float = 0.0) -> torch.Tensor:
+    """Training loss: mean squared error per hidden pixel value. `trim` leaves out that share of the batch's
+    images of highest error (robust training on an auxiliary set with up to that share poisoned)."""
     err = (pred.float() - img.float()).pow(2) * mask
-    return err.sum() / (mask.sum() * img.shape[1]).clamp_min(1)
+    if not trim:
+        return err.sum() / (mask.sum() * img.shape[1]).clamp_min(1)
+    per_image = err.flatten(1).sum(1) / (mask.flatten(1).sum(1) * img.shape[1]).clamp_min(1)   # (B,)
+    keep = max(1, math.ceil(len(per_image) * (1 - trim)))
+    return per_image.topk(keep, largest=False).values.mean()
 
 
 def masked_sse(pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ class TrainConfig:
     holdout: float = 0.1                # share of auxiliary samples kept out for calibration
     max_holdout: int = 10000            # thousands, so the 1% quantile rests on dozens of samples
     max_bank: int = MAX_BANK            # training embeddings kept in reference.safetensors for the detectors
+    trim: float = 0.0                   # share of each batch's highest-error images left out of the loss
     seed: int = 0
     device: str | None = None
     model: DeDeConfig | str = "paper"   # a preset name (DeDeConfig.preset) or a config; victim_dim comes from the encoder
@@ -67,6 +68,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.subset not in SUBSETS:
             raise BadInput(f"subset must be one of {', '.join(SUBSETS)}, got {self.subset!r}")
+        if not 0 <= self.trim < 0.5:
+            raise BadInput(f"trim must be in [0, 0.5), got {self.trim}")
         if isinstance(self.model, str):
             self.model = DeDeConfig.preset(self.model)
 
@@ -207,7 +210,7 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
             noise = torch.rand(len(idx), mcfg.num_patches, generator=gen).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 pred, mask = model(x, emb, mcfg.train_mask_ratio, noise)
-            loss = masked_mse(pred, x, mask)
+            loss = masked_mse(pred, x, mask, cfg.trim)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -238,6 +241,7 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         training=Training(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, holdout=cfg.holdout,
                           max_holdout=cfg.max_holdout, max_samples=cfg.max_samples, subset=cfg.subset, seed=cfg.seed,
+                          trim=cfg.trim,
                           device=str(device),
                           loss_history=history, final_loss=final_loss, minutes=round((time.time() - t0) / 60, 2)),
         data=TrainingData(inputs=list(cfg.data), n_train=int(len(train_idx)), n_holdout=int(len(hold_idx)),

@@ -1,7 +1,8 @@
 """Calibration of every detector of a run on the decoder's clean hold-out, scored the way corpus rows are.
 
 - `dede`: the hold-out's DeDe scores (the decoder's own calibration).
-- `X:bank`: the hold-out embeddings scored against the bank, as corpus rows are.
+- `X:bank`: the hold-out embeddings scored against the bank, as corpus rows are; with `bank_trim` the bank
+  first loses that share of its rows whose own k-distance is furthest from the bank's median (`trim_bank`).
 - in-corpus `X`: the hold-out scored inside a pseudo-corpus, the hold-out plus the bank's rows of lowest
   key hash, as many rows in all as the corpus reference sample has (fewer when fewer exist); each
   hold-out row's self-match is excluded as a corpus row's is.
@@ -19,7 +20,7 @@ import numpy as np
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import (Calibration, ThresholdPolicy, calibration_summary, parse_threshold,
                                       resolve_threshold)
-from pipeline.detect.density import K
+from pipeline.detect.density import K, k_distance
 from pipeline.detect.ensemble import Ensemble, rank_fusion
 from pipeline.detect.registry import DENSITY, Detector, fit
 from pipeline.detect.spec import DEDE, ENSEMBLE, DetectorPlan
@@ -42,6 +43,17 @@ def pseudo_corpus(clean: CleanReference, size: int) -> np.ndarray:
     return np.concatenate([clean.holdout_embeddings, clean.bank_embeddings])[:size]
 
 
+def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
+    """The bank less `share` of its rows, those whose own k-distance (self-match left out) is furthest from
+    the bank's median either way: the triggered rows of a slightly poisoned auxiliary set are its tightest
+    cluster or its most isolated points, and a bank that holds them vouches for triggered corpus rows."""
+    n_drop = int(share * len(bank))
+    if not n_drop or len(bank) - n_drop <= k:
+        return bank
+    outlying = k_distance(bank, None, k, direction="both")
+    return bank[np.sort(np.argsort(-outlying, kind="stable")[n_drop:])]
+
+
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
     if not names:
         return {}
@@ -52,14 +64,15 @@ def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: 
 
 
 def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, reference_ids: np.ndarray,
-              dede: Calibration, k: int = K) -> Calibrated:
-    """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`) and the bank,
-    and calibrate each on the hold-out; `dede` is the decoder's calibration. BadInput when a reference
-    is too small."""
+              dede: Calibration, k: int = K, bank_trim: float = 0.0) -> Calibrated:
+    """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`) and the bank (less
+    `bank_trim` of it, `trim_bank`), and calibrate each on the hold-out; `dede` is the decoder's calibration.
+    BadInput when a reference is too small."""
     n = len(clean.holdout_scores)
     if plan.members and n < 2:
         raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
-    bank = _fit(plan.bank, clean.bank_embeddings, None, "the decoder's bank (reference.safetensors)", k)
+    bank_rows = trim_bank(clean.bank_embeddings, bank_trim, k) if plan.bank else clean.bank_embeddings
+    bank = _fit(plan.bank, bank_rows, None, "the decoder's bank (reference.safetensors)", k)
     pseudo = pseudo_corpus(clean, len(reference))
     clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k), bank, None)
     holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores)

@@ -79,7 +79,7 @@ def _rule(run: dict, run_dir: str, stems: list[str], policy: ThresholdPolicy, de
         clean = clean_reference(decoder_dir, f"fpr:X for the run's detectors ({','.join(plan.names)})",
                                 "re-split with a number or gmm")
         calibrations = D.prepare(plan, clean, dede, run_dir, stems, cfg.get("density_reference", DEFAULT_REFERENCE),
-                                 log, "apply_threshold").calibrations
+                                 log, "apply_threshold", cfg.get("bank_trim", 0.0)).calibrations
     return D.flag_rule(plan, D.thresholds(policy, plan, calibrations, run_dir, stems))
 
 

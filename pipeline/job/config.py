@@ -13,6 +13,7 @@ from pipeline.job.errors import JobError
 from pipeline.job.outputs import CORE_COLUMNS
 
 DEFAULT_REFERENCE = 100_000
+DEFAULT_BANK_TRIM = 0.0
 
 
 @dataclass
@@ -42,6 +43,7 @@ class JobConfig:
     ensemble: list[str] = field(default_factory=lambda: list(DEFAULT_ENSEMBLE))
     fusion: str = DEFAULT_FUSION                 # rank fusion of the ensemble: max or mean
     density_reference: int = DEFAULT_REFERENCE   # rows of the in-corpus reference sample
+    bank_trim: float = DEFAULT_BANK_TRIM         # share of the bank's most outlying rows left out (calibrate.trim_bank)
 
     def validate(self) -> None:
         """JobError naming the flag of the first bad option."""
@@ -65,6 +67,8 @@ class JobConfig:
         if self.density_reference <= K:
             raise JobError(f"--density-reference must be > {K} (the density detectors' {K} neighbours), "
                            f"got {self.density_reference}")
+        if not 0 <= self.bank_trim < 0.5:
+            raise JobError(f"--bank-trim must be in [0, 0.5), got {self.bank_trim}")
         self.detector_plan()
 
     def detector_plan(self) -> DetectorPlan:

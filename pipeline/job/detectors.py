@@ -88,7 +88,7 @@ def reference_sample(out: str, stems: list[str], size: int) -> tuple[np.ndarray,
 
 
 def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: str, stems: list[str],
-            size: int, log, prog: str = "score_corpus") -> Calibrated:
+            size: int, log, prog: str = "score_corpus", bank_trim: float = 0.0) -> Calibrated:
     """The run's detectors fitted on the corpus reference sample (of `size` rows at most) and the bank,
     and calibrated on the hold-out; a one-line JobError when a reference is too small."""
     if plan.in_corpus:
@@ -97,7 +97,7 @@ def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: s
     else:
         reference, ids = np.empty((0, clean.bank_embeddings.shape[1]), np.float16), np.empty(0, np.uint64)
     try:
-        return calibrate(plan, clean, reference, ids, dede)
+        return calibrate(plan, clean, reference, ids, dede, bank_trim=bank_trim)
     except BadInput as e:
         raise JobError(f"--detectors {','.join(plan.names)}: {e}") from None
 

@@ -258,7 +258,8 @@ def _score_detectors(cfg: JobConfig, p: Plan, todo: list[dict], done: dict[str, 
     lost = {r["stem"] for r in failed}
     todo = [t for t in todo if t["stem"] not in lost]
     scored = sum(int(r["read"]) for r in rows if not r.get("failed"))
-    cal = D.prepare(p.detectors, p.clean, p.decoder.calibration, cfg.out, p.stems, cfg.density_reference, log)
+    cal = D.prepare(p.detectors, p.clean, p.decoder.calibration, cfg.out, p.stems, cfg.density_reference, log,
+                    bank_trim=cfg.bank_trim)
     if p.policy.needs_scores:
         _check_failed(_detect_shards(cfg, todo, cal.suite, None))
         rule = D.flag_rule(p.detectors, D.thresholds(p.policy, p.detectors, cal.calibrations, cfg.out, p.stems))

@@ -184,6 +184,8 @@ class Settings:
     epochs: int = 20
     max_aux: int | None = None
     batch_size: int = 256
+    trim: float = 0.0
+    bank_trim: float = 0.0
     pool_seed: int = 0
     pool_scale: float = 1.0
     threshold: str = "fpr:0.01"
@@ -196,6 +198,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         parse_threshold(self.threshold)
+        if not 0 <= self.trim < 0.5:
+            raise BadInput(f"--trim must be in [0, 0.5), got {self.trim}")
         if not 0 < self.pool_scale <= 1:
             raise BadInput(f"--pool-scale must be in (0, 1], got {self.pool_scale}")
         JobConfig(**self.job_kwargs(["unused"], "unused", "unused")).validate()   # bad job flags fail before any work
@@ -213,6 +217,8 @@ class Settings:
             kwargs["detectors"] = self.job_detectors
         if job_has("flag_by"):
             kwargs["flag_by"] = self.flag_by or "dede"     # explicit: the job's default became the ensemble
+        if job_has("bank_trim"):
+            kwargs["bank_trim"] = self.bank_trim
         return kwargs
 
     @property
@@ -224,7 +230,17 @@ class Settings:
         """What results.json records: the flags that change results."""
         return {"preset": self.preset, "epochs": self.epochs, "max_aux": self.max_aux, "batch_size": self.batch_size,
                 "pool_seed": self.pool_seed, "pool_scale": self.pool_scale, "threshold": self.threshold,
-                "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by}
+                "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by, **self.trimmed(),
+                **self.bank_trimmed()}
+
+    def trimmed(self) -> dict[str, float]:
+        """{"trim": share} when decoders train with a trimmed loss; {} otherwise, so untrimmed hashes and
+        records stay what they were before the option existed."""
+        return {"trim": self.trim} if self.trim else {}
+
+    def bank_trimmed(self) -> dict[str, float]:
+        """{"bank_trim": share} when the score runs trim the bank; {} otherwise (hashes as before)."""
+        return {"bank_trim": self.bank_trim} if self.bank_trim else {}
 
 
 def _hash(config: dict[str, Any]) -> str:
@@ -240,7 +256,7 @@ def _device(settings: Settings) -> str | None:
 def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int) -> dict[str, Any]:
     return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "preset": settings.preset,
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
-            "job_detectors": job_has("detectors"), "format": FORMAT}
+            "job_detectors": job_has("detectors"), "format": FORMAT, **settings.trimmed()}
 
 
 def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings, seed: int = 0,
@@ -254,11 +270,12 @@ def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings
         folder.mkdir(parents=True, exist_ok=True)
         train_decoder(TrainConfig(encoder=spec, data=[str(aux.folder)], out=str(folder), epochs=settings.epochs,
                                   batch_size=settings.batch_size, max_samples=settings.max_aux, subset="first", seed=seed,
-                                  device=_device(settings), model=settings.preset,
+                                  device=_device(settings), model=settings.preset, trim=settings.trim,
                                   resume=(folder / STATE).exists(), progress=settings.progress))
     dc = load_decoder_config(str(folder))
     t = dc.training
     info = {"folder": folder.name, "preset": settings.preset, "epochs": t.epochs, "batch_size": t.batch_size,
+            **settings.trimmed(),
             "lr": t.lr, "seed": t.seed, "max_samples": t.max_samples, "n_train": dc.data.n_train,
             "n_holdout": dc.data.n_holdout, "final_loss": t.final_loss, "minutes": t.minutes, "device": t.device,
             "aux": aux.contents.get("aux"), "aux_folder": aux.name}
@@ -294,7 +311,7 @@ class LazyRay:
 def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, Any]:
     return {"kind": "score", "decoder": decoder.name, "pool": pool.name, "threshold": settings.threshold,
             "detectors": settings.job_detectors, "flag_by": settings.flag_by if job_has("flag_by") else None,
-            "ensemble": list(DEFAULT_ENSEMBLE), "fusion": DEFAULT_FUSION, "format": FORMAT}
+            "ensemble": list(DEFAULT_ENSEMBLE), "fusion": DEFAULT_FUSION, "format": FORMAT, **settings.bank_trimmed()}
 
 
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,

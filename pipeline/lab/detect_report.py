@@ -121,6 +121,21 @@ def merge(old: dict[str, Any], attacks: dict[str, dict[str, Any]], top: dict[str
     return out
 
 
+def merge_ablation(old: dict[str, Any], name: str, attacks: dict[str, dict[str, Any]], top: dict[str, Any],
+                   settings: dict[str, Any]) -> dict[str, Any]:
+    """The old results with ablation `name` (one arm of a DeDe change, issue 13 item 6) holding these attacks'
+    entries, merged into an earlier measurement of the same arm and victims as `merge` does; the main table
+    and every other key stay as they were."""
+    out = dict(old)
+    ablations = dict(old.get("ablations", {}))
+    prev = ablations.get(name, {})
+    arm = merge({"attacks": prev.get("attacks", {})} if prev.get("settings") == settings else {}, attacks, top)
+    ablations[name] = {"attacks": arm["attacks"], "settings": settings, "command": top.get("command"),
+                       "commit": top.get("commit"), "finished": top.get("finished")}
+    out["ablations"] = ablations
+    return out
+
+
 def write(folder: Path, results: dict[str, Any]) -> None:
     """results.json and detection.md in `folder`, both atomically."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -341,6 +356,43 @@ def _calibration(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+ABLATION_DETECTORS = (DEDE_KEY, DEFAULT_KEY)
+
+
+def _ablations(results: dict[str, Any]) -> list[str]:
+    """Per auxiliary set and pool, DeDe and the ensemble under each ablation arm, side by side."""
+    arms = results.get("ablations", {})
+    if not arms:
+        return []
+    lines = ["## Ablations (issue 13 item 6): one change to DeDe at a time, every arm on the same victims", "",
+             "Each arm is one command (below); the victims are this section's own (the cache entries named), "
+             "which may be other weights than the main table's. Cells: AUC / TPR / FPR at the default threshold.", ""]
+    for name, arm in arms.items():
+        victims = ", ".join(f"{a} `{e.get('card')}` ({(e.get('weights_sha256') or '')[:8]})"
+                            for a, e in arm["attacks"].items() if "skipped" not in e)
+        lines.append(f"- `{name}`: `{arm.get('command')}` (commit `{arm.get('commit')}`); victims: {victims}")
+    lines.append("")
+    cells: dict[tuple[str, str], dict[tuple[str, str], dict[str, dict[str, Any]]]] = {}
+    for name, arm in arms.items():
+        for attack, e in _measured(arm).items():
+            for aux, pools in e.get("detection", {}).items():
+                if aux in POOLS:
+                    continue
+                for pool, dets in pools.items():
+                    for det in ABLATION_DETECTORS:
+                        cells.setdefault((aux, pool), {}).setdefault((name, det), {})[attack] = dets.get(det, {})
+    for (aux, pool), rows in cells.items():
+        cols = [a for a in ORDER if any(a in r for r in rows.values())]
+        lines += [f"### Auxiliary set `{aux}`, pool {pool}", "", "| arm | detector | " + " | ".join(cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
+        for (name, det), by_attack in rows.items():
+            lines.append(f"| `{name}` | {det} | " + " | ".join(
+                f"{_num(by_attack[a].get('auc'))} / {_pct(by_attack[a].get('tpr'))} / {_pct(by_attack[a].get('fpr'))}"
+                if by_attack.get(a) else "-" for a in cols) + " |")
+        lines.append("")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """detection.md from results.json (nothing else but the labelled paper anchors)."""
     commit = results.get("commit") or "unknown"
@@ -355,4 +407,5 @@ def render(results: dict[str, Any]) -> str:
         lines += _pool_section(results, pool)
     lines += _downstream(results)
     lines += _calibration(results)
+    lines += _ablations(results)
     return "\n".join(lines).rstrip() + "\n"

@@ -51,7 +51,7 @@ def test_apply_threshold_equals_a_fresh_run(tmp_path, cifar_shard_dir, tiny_deco
     legacy = json.loads((first / "run.json").read_text())
     for key in ("flag_by", "detectors"):
         legacy.pop(key)
-    for key in ("detectors", "flag_by", "ensemble", "fusion", "density_reference"):
+    for key in ("detectors", "flag_by", "ensemble", "fusion", "density_reference", "bank_trim"):
         legacy["config"].pop(key)
     (first / "run.json").write_text(json.dumps(legacy))
     t2 = float(np.quantile(scores, 0.5))

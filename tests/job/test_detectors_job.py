@@ -54,10 +54,12 @@ def _check_split(out, run, column):
 
 def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, tiny_decoder, ray_session, capsys):
     out = tmp_path / "run"
-    argv = _argv(cifar_shard_dir, tiny_decoder, out, "--detectors", DETECTORS, "--flag-by", "ensemble")
+    argv = _argv(cifar_shard_dir, tiny_decoder, out, "--detectors", DETECTORS, "--flag-by", "ensemble",
+                 "--bank-trim", "0.02")
     assert main(argv) == 0
     run = json.loads((out / "run.json").read_text())
     check_json(run, "run.schema.json")
+    assert run["config"]["bank_trim"] == 0.02
     assert run["flag_by"] == "ensemble" and run["config"]["fusion"] == DEFAULT_FUSION
     assert {n: d["column"] for n, d in run["detectors"].items()} == COLUMNS
     assert run["detectors"]["ensemble"]["flagged"] == run["totals"]["flagged"]
@@ -85,11 +87,12 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     _check_split(out, again, "det_ensemble")
 
 
-@pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion"])
+@pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
     extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, kdist"),
                    "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
-                   "fusion": (["--fusion", "median"], "invalid choice")}[case]
+                   "fusion": (["--fusion", "median"], "invalid choice"),
+                   "bank-trim": (["--bank-trim", "0.7"], "--bank-trim must be in [0, 0.5), got 0.7")}[case]
     out = tmp_path / "out"
     assert main(_argv(cifar_shard_dir, tiny_decoder, out, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
