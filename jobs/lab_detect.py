@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=cli.positive_int, default=256)
     ap.add_argument("--trim", type=float, default=0.0,
                     help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
-    ap.add_argument("--bank-trim", type=float, default=0.0,
-                    help="score runs leave this share of the bank's most outlying rows out (score_corpus --bank-trim)")
+    ap.add_argument("--bank-trim", type=float, default=detect.Settings.bank_trim,
+                    help="score runs leave this share of the bank's most outlying rows out "
+                         "(score_corpus --bank-trim; default %(default)s, the product's)")
     ap.add_argument("--ablation", metavar="NAME", default=None,
                     help="record this measurement as arm NAME of results.json's ablations (the test pools only), "
                          "not in the main table")

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--decoder-epochs", type=cli.positive_int, default=20)
     ap.add_argument("--decoder-trim", type=float, default=0.0,
                     help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
-    ap.add_argument("--bank-trim", type=float, default=0.0,
-                    help="score runs leave this share of the bank's most outlying rows out (score_corpus --bank-trim)")
+    ap.add_argument("--bank-trim", type=float, default=detect.Settings.bank_trim,
+                    help="score runs leave this share of the bank's most outlying rows out "
+                         "(score_corpus --bank-trim; default %(default)s, the product's)")
     ap.add_argument("--max-aux", type=cli.positive_int, default=10000, help="decoder training on the first N aux samples")
     ap.add_argument("--threshold", default="fpr:0.01", help="score_corpus --threshold")
     ap.add_argument("--detectors", nargs="+", default=["all"], help="score_corpus --detectors")

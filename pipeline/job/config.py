@@ -13,7 +13,7 @@ from pipeline.job.errors import JobError
 from pipeline.job.outputs import CORE_COLUMNS
 
 DEFAULT_REFERENCE = 100_000
-DEFAULT_BANK_TRIM = 0.0
+DEFAULT_BANK_TRIM = 0.02
 
 
 @dataclass

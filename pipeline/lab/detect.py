@@ -28,7 +28,7 @@ from pipeline.detect.metrics import summary
 from pipeline.detect.spec import DEFAULT_ENSEMBLE
 from pipeline.encoders import parse_spec
 from pipeline.errors import BadInput
-from pipeline.job.config import JobConfig
+from pipeline.job.config import DEFAULT_BANK_TRIM, JobConfig
 from pipeline.job.console import start_ray
 from pipeline.job.run import run_job
 from pipeline.lab.attacks import ATTACKS, IMPLANTED, trigger_for
@@ -185,7 +185,7 @@ class Settings:
     max_aux: int | None = None
     batch_size: int = 256
     trim: float = 0.0
-    bank_trim: float = 0.0
+    bank_trim: float = DEFAULT_BANK_TRIM
     pool_seed: int = 0
     pool_scale: float = 1.0
     threshold: str = "fpr:0.01"
@@ -239,7 +239,8 @@ class Settings:
         return {"trim": self.trim} if self.trim else {}
 
     def bank_trimmed(self) -> dict[str, float]:
-        """{"bank_trim": share} when the score runs trim the bank; {} otherwise (hashes as before)."""
+        """{"bank_trim": share} when the score runs trim the bank; {} otherwise (hashes and records as before the
+        option existed: an entry without it was measured with the whole bank)."""
         return {"bank_trim": self.bank_trim} if self.bank_trim else {}
 
 

@@ -206,19 +206,20 @@ def _pool_counts(attacks: dict[str, dict[str, Any]], pool: str) -> str:
 def _victims(results: dict[str, Any]) -> list[str]:
     lines = ["## Victims", "",
              "| attack | victim (cache entry) | target | CA | ASR | decoders (aux: preset, epochs, train / hold-out, minutes) "
-             "| samples scored | errors |", "|---|---|---|---|---|---|---|---|"]
+             "| bank trim | samples scored | errors |", "|---|---|---|---|---|---|---|---|---|"]
     others = []
     for attack, e in results.get("attacks", {}).items():
         if e.get("command") and e.get("command") != results.get("command"):
             others.append(f"- {attack}: `{e['command']}` (commit `{e.get('commit')}`, {e.get('finished')})")
         if "skipped" in e:
-            lines.append(f"| {attack} | skipped: {e['skipped']} | | | | | | |")
+            lines.append(f"| {attack} | skipped: {e['skipped']} | | | | | | | |")
             continue
         decs = "; ".join(f"{aux}: {d.get('preset')}, {d.get('epochs')} ep, {d.get('n_train')} / {d.get('n_holdout')}, "
                          f"{d.get('minutes')} min" for aux, d in e.get("decoders", {}).items())
         runs = [r for runs in e.get("runs", {}).values() for r in runs.values()]
         lines.append(f"| {attack} | `{e.get('card') or e.get('victim')}` | {e.get('target')} | {_pct(e.get('clean_accuracy'))} "
-                     f"| {_pct(e.get('attack_success_rate'))} | {decs} | {sum(r.get('samples', 0) for r in runs):,} "
+                     f"| {_pct(e.get('attack_success_rate'))} | {decs} | {e.get('settings', {}).get('bank_trim', 0)} "
+                     f"| {sum(r.get('samples', 0) for r in runs):,} "
                      f"| {sum(r.get('errors', 0) for r in runs)} |")
     if others:
         lines += ["", "Attacks measured by an earlier command:", *others]
