@@ -198,8 +198,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         parse_threshold(self.threshold)
-        if not 0 <= self.trim < 0.5:
-            raise BadInput(f"--trim must be in [0, 0.5), got {self.trim}")
+        TrainConfig(encoder="", data=[], out="", trim=self.trim, model=self.preset)   # bad decoder flags, likewise
         if not 0 < self.pool_scale <= 1:
             raise BadInput(f"--pool-scale must be in (0, 1], got {self.pool_scale}")
         JobConfig(**self.job_kwargs(["unused"], "unused", "unused")).validate()   # bad job flags fail before any work

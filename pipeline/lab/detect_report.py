@@ -164,13 +164,17 @@ def _num(v: Any, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _auc_tpr_fpr(m: dict[str, Any]) -> str:
+    return f"{_num(m.get('auc'))} / {_pct(m.get('tpr'))} / {_pct(m.get('fpr'))}"
+
+
 def cell(m: dict[str, Any] | None, median: bool) -> str:
     """`AUC / TPR / FPR` at the default threshold, the oracle TPR at 1% FPR, and (0.5 pool) the median rule."""
     if not m:
         return "-"
     if "error" in m:
         return f"error: {m['error']}"
-    out = f"{_num(m.get('auc'))} / {_pct(m.get('tpr'))} / {_pct(m.get('fpr'))} · @1%: {_pct(m.get('tpr_at_1pct_fpr'))}"
+    out = f"{_auc_tpr_fpr(m)} · @1%: {_pct(m.get('tpr_at_1pct_fpr'))}"
     if median:
         out += f" · med {_pct(m.get('tpr_median'))} / {_pct(m.get('fpr_median'))}"
     return out
@@ -388,8 +392,7 @@ def _ablations(results: dict[str, Any]) -> list[str]:
                   "|---|---|" + "---|" * len(cols)]
         for (name, det), by_attack in rows.items():
             lines.append(f"| `{name}` | {det} | " + " | ".join(
-                f"{_num(by_attack[a].get('auc'))} / {_pct(by_attack[a].get('tpr'))} / {_pct(by_attack[a].get('fpr'))}"
-                if by_attack.get(a) else "-" for a in cols) + " |")
+                _auc_tpr_fpr(by_attack[a]) if by_attack.get(a) else "-" for a in cols) + " |")
         lines.append("")
     return lines
 
