@@ -10,6 +10,7 @@ shards, decoders and score runs are cached under $DEDE_LAB_CACHE/detect, so a re
   lab_detect.py [--attacks badencoder drupe] [--aux id ood id-poisoned] [--victim ATTACK=SPEC]
                 [--preset small] [--epochs 20] [--max-aux N] [--threads N] [--results results]
   lab_detect.py --calibration-seeds 5 [--calibration-victim SPEC]   # asked vs realised FPR, 5 decoder seeds
+  lab_detect.py --pools val-0.5 val-0.01 --aux id ...               # validation pools (jobs/lab_fusion.py)
   lab_detect.py --render                                             # detection.md from results.json only
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.dede.model import PRESETS  # noqa: E402
 from pipeline.lab import detect, detect_report, downstream  # noqa: E402
 from pipeline.lab.attacks import ATTACKS  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
-from pipeline.lab.detect_data import AUX_SETS, DOWNSTREAM_POOL, POOLS  # noqa: E402
+from pipeline.lab.detect_data import AUX_SETS, DOWNSTREAM_POOL, POOLS, VALIDATION_POOLS  # noqa: E402
 
 
 def _scale(text: str) -> float:
@@ -44,10 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux", nargs="+", choices=AUX_SETS, default=[detect.DEFAULT_AUX],
                     help="auxiliary sets, one decoder each: id (CIFAR-10 train), ood (Tiny-ImageNet), "
                          "id-poisoned (CIFAR-10 train, 1%% triggered)")
-    ap.add_argument("--pools", nargs="+", choices=[*POOLS, DOWNSTREAM_POOL], default=[*POOLS, DOWNSTREAM_POOL],
+    ap.add_argument("--pools", nargs="+", choices=[*POOLS, DOWNSTREAM_POOL, *VALIDATION_POOLS],
+                    default=[*POOLS, DOWNSTREAM_POOL],
                     help="test pools: 0.5 (1,000 clean + 1,000 triggered), 0.01 (10,000 with 100 triggered); "
                          "downstream: a probe on the victim's features trained on CIFAR-10 train with 1%% triggered, "
-                         "with and without each detector's filtering (paper Table 2)")
+                         "with and without each detector's filtering (paper Table 2); val-0.5, val-0.01: the same "
+                         "mixes of CIFAR-10 train images no decoder reads, scored with the default auxiliary set's "
+                         "decoder, on which jobs/lab_fusion.py chooses the ensemble")
     ap.add_argument("--preset", choices=list(PRESETS), default="small", help="decoder size")
     ap.add_argument("--epochs", type=cli.positive_int, default=20, help="decoder training epochs")
     ap.add_argument("--batch-size", type=cli.positive_int, default=256)

@@ -33,8 +33,9 @@ from pipeline.job.console import start_ray
 from pipeline.job.run import run_job
 from pipeline.lab.attacks import ATTACKS, IMPLANTED, trigger_for
 from pipeline.lab.cache import Entry, cache_dir
-from pipeline.lab.detect_data import (CALIBRATION_POOL, POOLS, ShardSet, detect_cache, ensure_aux, ensure_pool,
-                                      file_sha256)
+from pipeline.lab.cifar import load_split
+from pipeline.lab.detect_data import (CALIBRATION_POOL, POOLS, VALIDATION_POOLS, ShardSet, detect_cache, ensure_aux,
+                                      ensure_pool, file_sha256, unseen_by_decoders)
 from pipeline.lab.triggers import Trigger, trigger_hash
 
 DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
@@ -456,8 +457,13 @@ def measure_victim(victim: Victim, aux_sets: list[str], settings: Settings, ray:
                    pool_names: list[str] | tuple[str, ...] = POOLS) -> AttackResult:
     """Decoders per auxiliary set and score runs per pool for one victim, and their metrics."""
     t0 = time.time()
+    if any(p in VALIDATION_POOLS for p in pool_names):
+        limit = unseen_by_decoders(len(load_split("train")[1]))
+        if settings.max_aux is None or settings.max_aux > limit:
+            raise BadInput(f"the validation pools hold CIFAR-10 train images no decoder reads only with --max-aux <= "
+                           f"{limit}; got {settings.max_aux or 'all'}")
     pools = {p: ensure_pool(p, victim.trigger, victim.target, settings.pool_seed, settings.pool_scale)
-             for p in POOLS if p in pool_names}
+             for p in (*POOLS, *VALIDATION_POOLS) if p in pool_names}
     for p, s in pools.items():
         log(f"  pool {p}: {'cached' if s.cached else 'written'} {s.name} ({s.contents['samples']} samples, "
             f"{s.contents['poisoned']} triggered)")
@@ -474,10 +480,13 @@ def measure_victim(victim: Victim, aux_sets: list[str], settings: Settings, ray:
         detection[aux_name], runs[aux_name] = {}, {}
         all_cached &= aux.cached and dec_cached
         for p, pool in pools.items():
+            if p in VALIDATION_POOLS and aux_name != DEFAULT_AUX:
+                continue                                 # defaults are chosen with the default auxiliary set
             run_dir, run, run_cached = ensure_run(dec, pool, settings, ray, log)
             all_cached &= run_cached
             cols = detector_columns(run)
-            metrics, counts = pool_metrics(read_scores(run_dir, [c for c, _ in cols.values()]), cols, p == "0.5")
+            metrics, counts = pool_metrics(read_scores(run_dir, [c for c, _ in cols.values()]), cols,
+                                           p.removeprefix("val-") == "0.5")
             detection[aux_name][p] = metrics
             runs[aux_name][p] = {**counts, "run": run_dir.name, "pool": pool.name,
                                  "threshold": run["threshold"], "seconds": run.get("timing", {}).get("seconds")}

@@ -7,7 +7,10 @@ attack's own `Trigger.apply_uint8` and written as PNG (lossless, so the trigger 
 - `0.01`: all 10,000 test images, 100 of non-target classes replaced by their triggered version (Table 3);
 - `clean`: all 10,000 test images, none triggered (the calibration measurement);
 - `downstream`: all 10,000 test images and a triggered copy of each of the 9,000 of non-target classes (the
-  downstream measurement's test set, paper Table 2).
+  downstream measurement's test set, paper Table 2);
+- `val-0.5`, `val-0.01`: the same two mixes drawn from the last VALIDATION_SHARE of CIFAR-10 *train* in the
+  auxiliary sets' seeded order (20,000 images), which no decoder of `--max-aux` <= the rest (30,000) reads:
+  the validation pools on which defaults are chosen (jobs/lab_fusion.py), so the test pools judge them unseen.
 
 `--pool-scale` multiplies every count (tests). Each sample's `.json` is `{"poisoned": 0|1, "label": class,
 "index": test index}`; the order is a seeded shuffle, so no shard is one class or one half.
@@ -41,11 +44,16 @@ from pipeline.lab.triggers import Trigger, trigger_hash
 from pipeline.storage import write_text_atomic
 
 POOLS = ("0.5", "0.01")
+VALIDATION_POOLS = ("val-0.5", "val-0.01")
 CALIBRATION_POOL, DOWNSTREAM_POOL = "clean", "downstream"
 POOL_SIZES: dict[str, tuple[int, int]] = {"0.5": (1000, 1000), "0.01": (9900, 100), CALIBRATION_POOL: (10000, 0),
-                                          DOWNSTREAM_POOL: (10000, 9000)}
+                                          DOWNSTREAM_POOL: (10000, 9000), "val-0.5": (1000, 1000),
+                                          "val-0.01": (9900, 100)}
 """Pool -> (clean, triggered) at scale 1."""
-POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean", DOWNSTREAM_POOL: "down"}
+POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean", DOWNSTREAM_POOL: "down", "val-0.5": "v50",
+             "val-0.01": "v01"}
+VALIDATION_SHARE = 0.4
+"""The validation pools draw from this last share of CIFAR-10 train in the auxiliary order."""
 """Pool -> the prefix of its shard names and sample keys (a key holds no dot)."""
 AUX_SETS = ("id", "ood", "id-poisoned")
 AUX_POISON_SHARE = 0.01
@@ -93,6 +101,7 @@ def pool_plan(labels: np.ndarray, pool: str, target: int, seed: int, scale: floa
     n_clean, n_poison = (_count(n, scale) for n in POOL_SIZES[pool])
     rng = np.random.default_rng([seed, list(POOL_SIZES).index(pool)])
     everything = np.arange(len(labels))
+    pool = pool.removeprefix("val-")
     if pool == DOWNSTREAM_POOL:
         others = everything[labels != target]
         if n_clean > len(labels) or n_poison > len(others):
@@ -181,18 +190,41 @@ def pool_config(pool: str, trigger: Trigger | None, target: int, seed: int, scal
 
 def ensure_pool(pool: str, trigger: Trigger | None, target: int, seed: int = 0, scale: float = 1.0) -> ShardSet:
     """The cached pool of these settings, written first when absent."""
+    split = "train" if pool in VALIDATION_POOLS else "test"
     config = pool_config(pool, trigger if pool != CALIBRATION_POOL else None, target, seed, scale,
-                         split_hash("test", str(cache_dir())))
+                         split_hash(split, str(cache_dir())))
     folder = detect_cache() / f"pool-{POOL_TAGS[pool]}-{config_hash(config)}"
     done = finished(folder)
     if done is not None:
         return ShardSet(folder, done, cached=True)
     folder.mkdir(parents=True, exist_ok=True)
-    images, labels = load_split("test")
-    idx, flags = pool_plan(labels, pool, target, seed, scale)
+    images, labels = load_split("train" if pool in VALIDATION_POOLS else "test")
+    if pool in VALIDATION_POOLS:
+        source = validation_source(len(labels), seed)
+        idx, flags = pool_plan(labels[source], pool, target, seed, scale)
+        idx = source[idx]
+    else:
+        idx, flags = pool_plan(labels, pool, target, seed, scale)
     shards = write_pool_shards(images, labels, idx, flags, trigger, folder, POOL_TAGS[pool])
     return publish(folder, {**config, "samples": int(len(idx)), "poisoned": int(flags.sum()),
                              "shards": [Path(s).name for s in shards]})
+
+
+def aux_order(n: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The seeded order of CIFAR-10 train in the `id` auxiliary sets, and the generator that drew it."""
+    rng = np.random.default_rng([seed, 101])
+    return rng.permutation(n), rng
+
+
+def unseen_by_decoders(n: int) -> int:
+    """How many first samples of an `id` auxiliary set of n a decoder may read and never see a validation image."""
+    return n - int(round(n * VALIDATION_SHARE))
+
+
+def validation_source(n: int, seed: int) -> np.ndarray:
+    """The train indices the validation pools draw from (sorted): the auxiliary order after its first
+    `unseen_by_decoders(n)`."""
+    return np.sort(aux_order(n, seed)[0][unseen_by_decoders(n):])
 
 
 def _cifar_train_samples(poison: tuple[Trigger, int] | None, seed: int,
@@ -200,8 +232,7 @@ def _cifar_train_samples(poison: tuple[Trigger, int] | None, seed: int,
     """CIFAR-10 train in a seeded order as (key, fields); with `poison` (trigger, target), 1% of it
     (non-target classes) triggered. Returns (samples, count, poisoned)."""
     images, labels = load_split("train")
-    rng = np.random.default_rng([seed, 101])
-    order = rng.permutation(len(labels))
+    order, rng = aux_order(len(labels), seed)
     flags = np.zeros(len(labels), bool)
     if poison is not None:
         trigger, target = poison

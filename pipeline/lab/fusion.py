@@ -1,7 +1,9 @@
 """The ensemble's member search: every set of one to three candidate detectors, fused by mean or max rank,
-scored on the detection table's cached runs (results.json's default auxiliary set) and on extra runs (the
-demo's), without rescoring anything. Each member is ranked against the victim's 1% pool (99% clean), the
-stand-in for the clean hold-out the job ranks against. Writes results/fusion.json and results/fusion.md."""
+scored on the cached runs of results.json's default auxiliary set without rescoring anything. Sets are
+ranked on the validation pools (`val-0.5`, `val-0.01`: CIFAR-10 train images no decoder read), and the test
+pools' AUC (the detection table's) is reported beside, never used to rank; so are extra runs (the demo's).
+Each member is ranked against the victim's 1% pool of the same split (99% clean), the stand-in for the
+clean hold-out the job ranks against. Writes results/fusion.json and results/fusion.md."""
 from __future__ import annotations
 
 import itertools
@@ -14,25 +16,29 @@ import numpy as np
 from pipeline.detect.ensemble import FUSIONS, rank_fusion
 from pipeline.detect.metrics import auc
 from pipeline.detect.spec import DEFAULT_ENSEMBLE, column
+from pipeline.errors import BadInput
 from pipeline.lab.detect import DEFAULT_AUX, ground_truth, read_scores
-from pipeline.lab.detect_data import POOLS, detect_cache
+from pipeline.lab.detect_data import POOLS, VALIDATION_POOLS, detect_cache
 
 CANDIDATES = ("dede", "slof:bank", "kdist:bank", "dao:bank", "dao-dense:bank", "norm:bank", "spectral:bank",
               "iforest:bank", "kdist-dense", "kdist", "norm", "spectral", "iforest")
-REFERENCE_POOL = "0.01"
+SPLITS = {"validation": (VALIDATION_POOLS, "val-0.01"), "test": (POOLS, "0.01")}
+"""Split -> (its pools, the pool its members are ranked against)."""
 
 
-def cell_tables(results: dict[str, Any], extra: dict[str, Path]) -> dict[str, tuple[dict, dict]]:
-    """cell name -> (scores table, reference table): attack@pool of the table's runs, and each extra run
+def cell_tables(results: dict[str, Any], extra: dict[str, Path],
+                split: str = "validation") -> dict[str, tuple[dict, dict]]:
+    """cell name -> (scores table, reference table): attack@pool of the split's runs, and each extra run
     (its own reference)."""
+    pools, reference = SPLITS[split]
     cols = [column(c) for c in CANDIDATES]
     cells: dict[str, tuple[dict, dict]] = {}
     for attack, entry in results.get("attacks", {}).items():
         runs = entry.get("runs", {}).get(DEFAULT_AUX, {})
-        if REFERENCE_POOL not in runs:
+        if reference not in runs:
             continue
-        ref = read_scores(detect_cache() / runs[REFERENCE_POOL]["run"], cols)
-        for pool in POOLS:
+        ref = read_scores(detect_cache() / runs[reference]["run"], cols)
+        for pool in pools:
             if pool in runs:
                 cells[f"{attack}@{pool}"] = (read_scores(detect_cache() / runs[pool]["run"], cols), ref)
     for name, run_dir in extra.items():
@@ -50,43 +56,55 @@ def fused_auc(table: dict, ref: dict, members: tuple[str, ...], fusion: str) -> 
 
 
 def search(results: dict[str, Any], extra: dict[str, Path], size: int = 3, keep: int = 40) -> dict[str, Any]:
-    """Every member set's AUC per cell, ranked by the mean over the table's cells (extra runs reported, not
-    ranked); keeps the `keep` best sets and the default's."""
-    cells = cell_tables(results, extra)
-    table_cells = [c for c in cells if c not in extra]
+    """Every member set's AUC per cell, ranked by the mean over the validation cells (test cells and extra
+    runs reported, not ranked); keeps the `keep` best sets and the default's."""
+    ranked = cell_tables(results, {}, "validation")
+    if not ranked:
+        raise BadInput("results.json holds no validation runs: run jobs/lab_detect.py --pools val-0.5 val-0.01 "
+                       "--aux id first")
+    cells = {**ranked, **cell_tables(results, extra, "test")}
     rows = []
     for k in range(1, size + 1):
         for members in itertools.combinations(CANDIDATES, k):
             for fusion in FUSIONS if k > 1 else ("mean",):
                 aucs = {c: round(fused_auc(t, r, members, fusion), 4) for c, (t, r) in cells.items()}
-                vals = [aucs[c] for c in table_cells]
-                rows.append({"members": list(members), "fusion": fusion, "table_mean": round(float(np.mean(vals)), 4),
-                             "table_min": round(float(min(vals)), 4), "auc": aucs})
-    rows.sort(key=lambda r: (-r["table_mean"], r["members"], r["fusion"]))
+                vals = [aucs[c] for c in ranked]
+                tests = [aucs[c] for c in cells if c not in ranked and c not in extra]
+                rows.append({"members": list(members), "fusion": fusion, "validation_mean": round(float(np.mean(vals)), 4),
+                             "validation_min": round(float(min(vals)), 4),
+                             "test_mean": round(float(np.mean(tests)), 4) if tests else None, "auc": aucs})
+    rows.sort(key=lambda r: (-r["validation_mean"], r["members"], r["fusion"]))
     for i, r in enumerate(rows):
         r["rank"] = i + 1
     kept = [r for r in rows if r["rank"] <= keep or (r["members"] == list(DEFAULT_ENSEMBLE) and r["fusion"] == "mean")]
-    return {"candidates": list(CANDIDATES), "cells": table_cells, "extra": list(extra), "reference_pool": REFERENCE_POOL,
-            "default": {"members": list(DEFAULT_ENSEMBLE)}, "searched": len(rows), "sets": kept}
+    return {"candidates": list(CANDIDATES), "cells": list(ranked),
+            "test_cells": [c for c in cells if c not in ranked and c not in extra], "extra": list(extra),
+            "reference_pool": SPLITS["validation"][1], "default": {"members": list(DEFAULT_ENSEMBLE)},
+            "searched": len(rows), "sets": kept}
 
 
 def render(fusion: dict[str, Any], top: int = 15) -> str:
     """results/fusion.md from fusion.json alone: the top sets and the default's row."""
-    cells = fusion["cells"] + fusion["extra"]
-    head = "| rank | members | fusion | table mean | table min | " + " | ".join(cells) + " |"
+    tests = fusion.get("test_cells", [])
+    cells = fusion["cells"] + tests + fusion["extra"]
+    head = ("| rank | members | fusion | validation mean | validation min | test mean | "
+            + " | ".join(cells) + " |")
     lines = ["# Ensemble member search", "",
              "<!-- generated by jobs/lab_fusion.py from fusion.json; do not edit -->", "",
              f"- command: `{fusion.get('command')}`; commit `{fusion.get('commit')}`",
              f"- {fusion['searched']} sets of 1-3 of {len(fusion['candidates'])} detectors, mean or max rank fusion, "
-             f"each member ranked against the victim's {fusion['reference_pool']} pool; ranked by the mean AUC over "
-             f"the {len(fusion['cells'])} table cells; extra runs ({', '.join(fusion['extra']) or 'none'}) not ranked", "",
-             head, "|" + "---|" * (5 + len(cells))]
+             f"each member ranked against the victim's 1% pool of the same split; ranked by the mean AUC over the "
+             f"{len(fusion['cells'])} validation cells (CIFAR-10 train images no decoder read); the test cells "
+             f"(the detection table's pools) and extra runs ({', '.join(fusion['extra']) or 'none'}) are reported, "
+             f"not ranked", "",
+             head, "|" + "---|" * (6 + len(cells))]
     default = fusion["default"]["members"]
     for r in fusion["sets"]:
         if r["rank"] <= top or (r["members"] == default and r["fusion"] == "mean"):
             mark = " (default)" if r["members"] == default and r["fusion"] == "mean" else ""
-            lines.append(f"| {r['rank']} | {' + '.join(r['members'])}{mark} | {r['fusion']} | {r['table_mean']:.3f} | "
-                         f"{r['table_min']:.3f} | " + " | ".join(f"{r['auc'][c]:.3f}" for c in cells) + " |")
+            test = "-" if r.get("test_mean") is None else f"{r['test_mean']:.3f}"
+            lines.append(f"| {r['rank']} | {' + '.join(r['members'])}{mark} | {r['fusion']} | {r['validation_mean']:.3f} | "
+                         f"{r['validation_min']:.3f} | {test} | " + " | ".join(f"{r['auc'][c]:.3f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

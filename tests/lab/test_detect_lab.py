@@ -20,7 +20,7 @@ from pipeline.errors import BadInput
 from pipeline.lab import detect, detect_report
 from pipeline.lab.cache import cached
 from pipeline.lab.cifar import load_split
-from pipeline.lab.detect_data import ensure_aux, ensure_pool, pool_plan
+from pipeline.lab.detect_data import ensure_aux, ensure_pool, pool_plan, unseen_by_decoders
 from pipeline.lab.encoders import SIMCLR_ENCODER
 from pipeline.lab.simclr import SimCLRNet
 from pipeline.lab.triggers import square_trigger
@@ -93,6 +93,23 @@ def test_pool_shards_hold_ground_truth_and_the_exact_trigger(tiny_cache):
     assert ensure_pool("0.5", trigger, 9, seed=0, scale=0.01).folder != pool.folder    # keyed by the target
     low = ensure_pool("0.01", trigger, 0, seed=0, scale=0.01)
     assert low.contents["samples"] == 100 and low.contents["poisoned"] == 1
+
+
+def test_validation_pools_hold_train_images_no_decoder_of_the_allowed_max_aux_reads(tiny_cache):
+    images, labels = load_split("train")
+    trigger = square_trigger()
+    pool = ensure_pool("val-0.5", trigger, 0, seed=0, scale=0.01)
+    read_first = [t["index"] for t, _ in _samples(ensure_aux("id").folder)][:unseen_by_decoders(len(labels))]
+    rows = _samples(pool.folder)
+    assert pool.contents["samples"] == 20 and pool.contents["poisoned"] == 10
+    assert not {t["index"] for t, _ in rows} & set(read_first)          # disjoint from what a decoder may read
+    for truth, pixels in rows:
+        i = truth["index"]
+        expected = trigger.apply_uint8(images[i:i + 1])[0] if truth["poisoned"] else images[i]
+        assert truth["label"] == labels[i] and (pixels == expected).all()
+    assert ensure_pool("val-0.01", trigger, 0, seed=0, scale=0.01).contents["poisoned"] == 1
+    with pytest.raises(BadInput, match="--max-aux <= 240"):
+        detect.measure_victim(None, ["id"], detect.Settings(max_aux=None), None, pool_names=["val-0.5"])
 
 
 def test_auxiliary_sets(tiny_cache, tmp_path, monkeypatch):

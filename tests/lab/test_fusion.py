@@ -1,4 +1,4 @@
-"""The ensemble member search ranks member sets by their fused AUC on the table's cached runs."""
+"""The ensemble member search ranks member sets by their fused AUC on the validation pools' cached runs."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.detect.spec import column
+from pipeline.errors import BadInput
 from pipeline.lab import fusion
 
 
@@ -23,21 +25,34 @@ def _run(folder, n_clean: int, n_poisoned: int, informative: set[str], seed: int
     (folder / "run.json").write_text("{}")
 
 
-def test_search_ranks_the_informative_pair_first_and_reports_extra_runs(tiny_cache, tmp_path):
+def test_search_ranks_on_the_validation_pools_and_only_reports_the_test_pools_and_extra_runs(tiny_cache, tmp_path):
     detect = tiny_cache / "detect"
     good = {"dede", "norm:bank"}
-    _run(detect / "score-p50", 200, 200, good, 0)
-    _run(detect / "score-p01", 990, 10, good, 1)
+    _run(detect / "score-v50", 200, 200, good, 0)
+    _run(detect / "score-v01", 990, 10, good, 1)
+    _run(detect / "score-p50", 200, 200, {"kdist"}, 3)       # the test pools favour another set: never ranked on
+    _run(detect / "score-p01", 990, 10, {"kdist"}, 4)
     _run(tmp_path / "demo", 990, 10, {"dede"}, 2)
-    results = {"attacks": {"a": {"runs": {"id": {"0.5": {"run": "score-p50"}, "0.01": {"run": "score-p01"}}}}}}
+    runs = {"val-0.5": {"run": "score-v50"}, "val-0.01": {"run": "score-v01"}, "0.5": {"run": "score-p50"},
+            "0.01": {"run": "score-p01"}}
+    results = {"attacks": {"a": {"runs": {"id": runs}}}}
     out = fusion.search(results, {"demo": tmp_path / "demo"}, size=2, keep=5)
     best = out["sets"][0]
     assert best["members"] == ["dede", "norm:bank"] and best["rank"] == 1
-    assert best["table_mean"] > 0.99 and set(best["auc"]) == {"a@0.5", "a@0.01", "demo"}
-    assert out["cells"] == ["a@0.5", "a@0.01"] and out["searched"] == 13 + 2 * 78
-    noise = fusion.fused_auc(*fusion.cell_tables(results, {})["a@0.5"], ("kdist",), "mean")
+    assert best["validation_mean"] > 0.99 and best["test_mean"] < 0.7
+    assert set(best["auc"]) == {"a@val-0.5", "a@val-0.01", "a@0.5", "a@0.01", "demo"}
+    assert out["cells"] == ["a@val-0.5", "a@val-0.01"] and out["test_cells"] == ["a@0.5", "a@0.01"]
+    assert out["searched"] == 13 + 2 * 78
+    noise = fusion.fused_auc(*fusion.cell_tables(results, {})["a@val-0.5"], ("kdist",), "mean")
     assert 0.4 < noise < 0.6
     fusion.write(tmp_path, {**out, "command": "c", "commit": "x"})
     md = (tmp_path / "fusion.md").read_text()
     assert md == fusion.render(json.loads((tmp_path / "fusion.json").read_text()))
     assert "| 1 | dede + norm:bank |" in md
+
+
+def test_search_without_validation_runs_is_a_one_line_error(tiny_cache):
+    _run(tiny_cache / "detect" / "score-p01", 990, 10, {"dede"}, 1)
+    results = {"attacks": {"a": {"runs": {"id": {"0.01": {"run": "score-p01"}}}}}}
+    with pytest.raises(BadInput, match="--pools val-0.5 val-0.01"):
+        fusion.search(results, {})
