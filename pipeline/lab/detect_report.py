@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.lab.cache import machine
-from pipeline.lab.detect_data import POOLS
+from pipeline.lab.detect_data import POOLS, VALIDATION_POOLS
 from pipeline.storage import write_text_atomic
 
 RESULTS, DOCUMENT = "results.json", "detection.md"
@@ -298,6 +298,25 @@ def _targets(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _validation(results: dict[str, Any]) -> list[str]:
+    """The default and DeDe on the validation pools beside the test pools (empty when none was scored)."""
+    attacks = {a: e for a, e in _measured(results).items()
+               if any(p in e.get("detection", {}).get(DEFAULT_AUX, {}) for p in VALIDATION_POOLS)}
+    if not attacks:
+        return []
+    lines = ["## Validation pools: the split defaults are chosen on", "",
+             "The same two mixes drawn from CIFAR-10 *train* images that no decoder reads (`--pools val-0.5 val-0.01`, "
+             f"auxiliary set `{DEFAULT_AUX}`); `jobs/lab_fusion.py` ranks the ensemble's member sets on these "
+             "(results/fusion.md), never on the test pools above. Cells: AUC / TPR / FPR at the default threshold.", "",
+             "| attack | detector | val-0.5 | val-0.01 | test 0.5 | test 0.01 |", "|---|---|---|---|---|---|"]
+    for a, e in attacks.items():
+        det = e["detection"][DEFAULT_AUX]
+        for key in (DEFAULT_KEY, DEDE_KEY):
+            cells = [_auc_tpr_fpr(det[p][key]) if det.get(p, {}).get(key) else "-" for p in (*VALIDATION_POOLS, *POOLS)]
+            lines.append(f"| {a} | {key} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _downstream(results: dict[str, Any]) -> list[str]:
     attacks = {a: e for a, e in _measured(results).items() if e.get("downstream")}
     lines = ["## Downstream: a classifier on the victim's features, with and without filtering (paper Table 2's "
@@ -407,6 +426,7 @@ def render(results: dict[str, Any]) -> str:
              f"- machine: {results.get('machine', '')}", f"- finished: {results.get('finished', '')}", ""]
     lines += _victims(results) + [""]
     lines += _targets(results)
+    lines += _validation(results)
     for pool in POOLS:
         lines += _pool_section(results, pool)
     lines += _downstream(results)

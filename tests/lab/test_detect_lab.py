@@ -259,6 +259,11 @@ def test_markdown_is_generated_from_the_json(tmp_path, capsys):
     assert "skipped: no implanted victim (x)" in md and "1.1%, 0.9%" in md
     assert "93.1/6.9/0.981" in md and "(paper)" in md                    # the anchors, labelled
     assert "| kdist_dense |" in md and "med " in md
+    assert "## Validation pools" not in md                               # none scored: no section
+    with_val = copy.deepcopy(res)
+    with_val["attacks"]["badencoder"]["detection"]["id"]["val-0.01"] = {"dede": {"auc": 0.654321, "tpr": 0.5, "fpr": 0.01}}
+    assert "## Validation pools" in detect_report.render(with_val)
+    assert "| badencoder | dede | - | 0.654 / 50.0% / 1.0% |" in detect_report.render(with_val)
     changed = copy.deepcopy(res)
     changed["attacks"]["badencoder"]["detection"]["id"]["0.5"]["dede"]["auc"] = 0.123456
     assert "0.123 / " in detect_report.render(changed) and detect_report.render(changed) != md
