@@ -19,8 +19,9 @@ DEDE, ENSEMBLE, BANK = "dede", "ensemble", ":bank"
 SINGLE: tuple[str, ...] = (DEDE, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
 DEFAULT_ENSEMBLE = (DEDE, "slof:bank", "norm:bank")
-"""DeDe with SLOF and the embedding norm against the clean bank: first of 741 member sets on the lab's
-validation pools (mean AUC 0.976; results/fusion.md), which the detection table's test pools never rank."""
+"""DeDe with SLOF and the embedding norm against the clean bank: the best set of up to three on the lab's
+validation pools (mean AUC 0.976; 10th of 2,171 sets of up to four, results/fusion.md and README say why it
+stays), which the detection table's test pools never rank."""
 DEFAULT_DETECTORS = (ENSEMBLE,)           # the product's default: dede + the ensemble's members + the ensemble
 
 

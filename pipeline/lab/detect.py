@@ -457,11 +457,6 @@ def measure_victim(victim: Victim, aux_sets: list[str], settings: Settings, ray:
                    pool_names: list[str] | tuple[str, ...] = POOLS) -> AttackResult:
     """Decoders per auxiliary set and score runs per pool for one victim, and their metrics."""
     t0 = time.time()
-    if any(p in VALIDATION_POOLS for p in pool_names):
-        limit = unseen_by_decoders(len(load_split("train")[1]))
-        if settings.max_aux is None or settings.max_aux > limit:
-            raise BadInput(f"the validation pools hold CIFAR-10 train images no decoder reads only with --max-aux <= "
-                           f"{limit}; got {settings.max_aux or 'all'}")
     pools = {p: ensure_pool(p, victim.trigger, victim.target, settings.pool_seed, settings.pool_scale)
              for p in (*POOLS, *VALIDATION_POOLS) if p in pool_names}
     for p, s in pools.items():
@@ -510,9 +505,19 @@ def attack_entry(victim: Victim, settings: Settings, detection: dict[str, Any], 
             "runs": runs, "decoders": decoders, "minutes_this_run": minutes}
 
 
+def check_validation(settings: Settings, pools: list[str] | tuple[str, ...]) -> None:
+    """A one-line error when validation pools are asked for with a --max-aux whose decoders would read them."""
+    if any(p in VALIDATION_POOLS for p in pools):
+        limit = unseen_by_decoders(len(load_split("train")[1]))
+        if settings.max_aux is None or settings.max_aux > limit:
+            raise BadInput(f"the validation pools hold CIFAR-10 train images no decoder reads only with --max-aux <= "
+                           f"{limit}; got {settings.max_aux or 'all'}")
+
+
 def measure(victims: dict[str, Victim | str], aux_sets: list[str], settings: Settings, log: Log = print,
             pools: list[str] | tuple[str, ...] = POOLS) -> dict[str, dict]:
     """results.json's `attacks` block for these victims: metrics, or `{"skipped": why}`."""
+    check_validation(settings, pools)
     out: dict[str, dict] = {}
     with LazyRay(settings) as ray:
         for attack, victim in victims.items():

@@ -52,9 +52,9 @@ POOL_SIZES: dict[str, tuple[int, int]] = {"0.5": (1000, 1000), "0.01": (9900, 10
 """Pool -> (clean, triggered) at scale 1."""
 POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean", DOWNSTREAM_POOL: "down", "val-0.5": "v50",
              "val-0.01": "v01"}
+"""Pool -> the prefix of its shard names and sample keys (a key holds no dot)."""
 VALIDATION_SHARE = 0.4
 """The validation pools draw from this last share of CIFAR-10 train in the auxiliary order."""
-"""Pool -> the prefix of its shard names and sample keys (a key holds no dot)."""
 AUX_SETS = ("id", "ood", "id-poisoned")
 AUX_POISON_SHARE = 0.01
 SHARD_SIZE = 1000
@@ -198,7 +198,7 @@ def ensure_pool(pool: str, trigger: Trigger | None, target: int, seed: int = 0, 
     if done is not None:
         return ShardSet(folder, done, cached=True)
     folder.mkdir(parents=True, exist_ok=True)
-    images, labels = load_split("train" if pool in VALIDATION_POOLS else "test")
+    images, labels = load_split(split)
     if pool in VALIDATION_POOLS:
         source = validation_source(len(labels), seed)
         idx, flags = pool_plan(labels[source], pool, target, seed, scale)

@@ -63,13 +63,14 @@ def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep:
         raise BadInput("results.json holds no validation runs: run jobs/lab_detect.py --pools val-0.5 val-0.01 "
                        "--aux id first")
     cells = {**ranked, **cell_tables(results, extra, "test")}
+    test_cells = [c for c in cells if c not in ranked and c not in extra]
     rows = []
     for k in range(1, size + 1):
         for members in itertools.combinations(CANDIDATES, k):
             for fusion in FUSIONS if k > 1 else ("mean",):
                 aucs = {c: round(fused_auc(t, r, members, fusion), 4) for c, (t, r) in cells.items()}
                 vals = [aucs[c] for c in ranked]
-                tests = [aucs[c] for c in cells if c not in ranked and c not in extra]
+                tests = [aucs[c] for c in test_cells]
                 rows.append({"members": list(members), "fusion": fusion, "validation_mean": round(float(np.mean(vals)), 4),
                              "validation_min": round(float(min(vals)), 4),
                              "test_mean": round(float(np.mean(tests)), 4) if tests else None, "auc": aucs})
@@ -78,7 +79,7 @@ def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep:
         r["rank"] = i + 1
     kept = [r for r in rows if r["rank"] <= keep or (r["members"] == list(DEFAULT_ENSEMBLE) and r["fusion"] == "mean")]
     return {"candidates": list(CANDIDATES), "max_size": size, "cells": list(ranked),
-            "test_cells": [c for c in cells if c not in ranked and c not in extra], "extra": list(extra),
+            "test_cells": test_cells, "extra": list(extra),
             "reference_pool": SPLITS["validation"][1], "default": {"members": list(DEFAULT_ENSEMBLE)},
             "searched": len(rows), "sets": kept}
 

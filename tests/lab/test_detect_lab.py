@@ -109,7 +109,8 @@ def test_validation_pools_hold_train_images_no_decoder_of_the_allowed_max_aux_re
         assert truth["label"] == labels[i] and (pixels == expected).all()
     assert ensure_pool("val-0.01", trigger, 0, seed=0, scale=0.01).contents["poisoned"] == 1
     with pytest.raises(BadInput, match="--max-aux <= 240"):
-        detect.measure_victim(None, ["id"], detect.Settings(max_aux=None), None, pool_names=["val-0.5"])
+        detect.measure({}, ["id"], detect.Settings(max_aux=None), pools=["val-0.5"])
+    detect.check_validation(detect.Settings(max_aux=240), ["val-0.5"])
 
 
 def test_auxiliary_sets(tiny_cache, tmp_path, monkeypatch):
