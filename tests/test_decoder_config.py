@@ -236,6 +236,8 @@ def test_clean_reference_is_saved_checked_and_optional(trained, tmp_path):
     assert cfg.reference.n_bank == cfg.data.n_train == len(ref.bank_embeddings)        # all of them: under max_bank
     assert ref.holdout_scores.dtype == np.float32 and ref.bank_embeddings.dtype == ref.holdout_embeddings.dtype == np.float16
     assert ref.holdout_embeddings.shape == (cfg.data.n_holdout, 64)
+    assert ref.holdout_difficulty.dtype == np.float32 and ref.holdout_difficulty.shape == (cfg.data.n_holdout,)
+    assert (ref.holdout_difficulty > 0).all()                  # dede-rel's clean fit reads it
     np.testing.assert_allclose(np.quantile(ref.holdout_scores, 0.5), np.interp(0.5, cfg.calibration.q, cfg.calibration.values),
                                rtol=1e-5)
     from pipeline.dede.reference import bank_rows

@@ -177,6 +177,15 @@ def masked_sse(pred: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> tor
     return ((pred.float() - img.float()).pow(2) * mask).flatten(1).sum(1)
 
 
+def masked_difficulty(img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image's own difficulty in `masked_sse`'s units: per-image sum of squared error over the hidden
+    pixels of their mean colour (each channel's mean there), the error of a decoder that knows nothing else."""
+    w = mask.float().expand_as(img)                                      # (B, 3, H, W)
+    x = img.float()
+    mean = (x * w).sum((2, 3), keepdim=True) / w.sum((2, 3), keepdim=True).clamp_min(1)
+    return ((x - mean).pow(2) * w).flatten(1).sum(1)
+
+
 def create_dede(preset_or_cfg: str | DeDeConfig, **overrides) -> DeDe:
     """The one way to build a decoder: a preset name or a config, with any field overridden."""
     if isinstance(preset_or_cfg, str):

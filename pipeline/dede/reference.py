@@ -18,6 +18,7 @@ from pipeline.errors import BadInput, one_line
 REFERENCE = "reference.safetensors"
 MAX_BANK = 100_000          # training embeddings kept in the bank, lowest key hash first
 _DTYPES = {"holdout_scores": np.float32, "holdout_embeddings": np.float16, "bank_embeddings": np.float16}
+_OPTIONAL = {"holdout_difficulty": np.float32}    # absent in references written before it
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class CleanReference:
     holdout_scores: np.ndarray          # (n_holdout,) float32: DeDe scores of the hold-out
     holdout_embeddings: np.ndarray      # (n_holdout, d) float16
     bank_embeddings: np.ndarray         # (n_bank, d) float16: training rows, lowest key hash first
+    holdout_difficulty: np.ndarray | None = None   # (n_holdout,) float32: the hold-out's masked_difficulty
 
 
 def bank_rows(hashes: np.ndarray, train_idx: np.ndarray, max_bank: int = MAX_BANK) -> np.ndarray:
@@ -37,7 +39,8 @@ def bank_rows(hashes: np.ndarray, train_idx: np.ndarray, max_bank: int = MAX_BAN
 
 def save_reference(out_dir: str, ref: CleanReference, max_bank: int = MAX_BANK) -> ReferenceInfo:
     """Write DIR/reference.safetensors; returns what config.json records of it."""
-    arrays = {name: np.ascontiguousarray(getattr(ref, name), dtype) for name, dtype in _DTYPES.items()}
+    arrays = {name: np.ascontiguousarray(getattr(ref, name), dtype) for name, dtype in {**_DTYPES, **_OPTIONAL}.items()
+              if getattr(ref, name) is not None}
     sha = save_safetensors({k: torch.from_numpy(v) for k, v in arrays.items()}, f"{out_dir}/{REFERENCE}")
     return ReferenceInfo(file=REFERENCE, sha256=sha, n_holdout=int(len(ref.holdout_scores)),
                          n_bank=int(len(ref.bank_embeddings)), embed_dim=int(ref.holdout_embeddings.shape[1]),
@@ -55,12 +58,15 @@ def load_reference(decoder_dir: str, config: DecoderConfig, purpose: str = "the 
     data = read_checked(url, info.sha256, "decoder reference", f"{CONFIG}'s reference.sha256")
     try:
         arrays = st_load(data)
-        ref = CleanReference(**{name: np.asarray(arrays[name], dtype) for name, dtype in _DTYPES.items()})
+        ref = CleanReference(**{name: np.asarray(arrays[name], dtype) for name, dtype in _DTYPES.items()},
+                             **{name: np.asarray(arrays[name], dtype) for name, dtype in _OPTIONAL.items() if name in arrays})
     except (SafetensorError, KeyError, TypeError) as e:
         raise BadInput(f"decoder reference {url} is not a reference this tool wrote ({one_line(e)}); "
                        f"retrain the decoder") from None
     shapes = (ref.holdout_scores.shape, ref.holdout_embeddings.shape, ref.bank_embeddings.shape)
-    if shapes != ((info.n_holdout,), (info.n_holdout, info.embed_dim), (info.n_bank, info.embed_dim)):
+    difficulty = ref.holdout_difficulty
+    if shapes != ((info.n_holdout,), (info.n_holdout, info.embed_dim), (info.n_bank, info.embed_dim)) or (
+            difficulty is not None and difficulty.shape != (info.n_holdout,)):
         raise BadInput(f"decoder reference {url} holds arrays of shapes {shapes}, not those {CONFIG} records; "
                        f"retrain the decoder")
     return ref

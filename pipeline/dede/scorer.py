@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from pipeline.dede.model import DeDe, masked_sse
+from pipeline.dede.model import DeDe, masked_difficulty, masked_sse
 from pipeline.dede.store import load_decoder
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy, resolve_threshold
 from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
@@ -38,6 +38,7 @@ def decoder_pixels(images: torch.Tensor, image_size: int, mean: Sequence[float],
 class ScoreOutput:
     scores: np.ndarray       # (B,) float32, reconstruction error
     embeddings: np.ndarray   # (B, D) float16, the victim's embedding
+    difficulty: np.ndarray   # (B,) float32, the same error for the hidden pixels' mean colour (masked_difficulty)
 
 
 class Scorer:
@@ -122,8 +123,9 @@ def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.
 def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
                 pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
                 autocast: bool = False) -> ScoreOutput:
-    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE."""
+    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE and difficulty."""
     emb, target, pred, mask = reconstruct_batch(model, encoder, images, keys, pixel_mean, pixel_std,
                                                 mask_ratio, autocast)
-    scores = masked_sse(pred, target, mask)
-    return ScoreOutput(scores.float().cpu().numpy().astype(np.float32), emb.float().cpu().numpy().astype(np.float16))
+    return ScoreOutput(masked_sse(pred, target, mask).cpu().numpy().astype(np.float32),
+                       emb.float().cpu().numpy().astype(np.float16),
+                       masked_difficulty(target, mask).cpu().numpy().astype(np.float32))

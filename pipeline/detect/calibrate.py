@@ -1,6 +1,7 @@
 """Calibration of every detector of a run on the decoder's clean hold-out, scored the way corpus rows are.
 
 - `dede`: the hold-out's DeDe scores (the decoder's own calibration).
+- `dede-rel`: the hold-out's DeDe scores relative to their difficulty, by a fit on the same hold-out.
 - `X:bank`: the hold-out embeddings scored against the bank, as corpus rows are; with `bank_trim` the bank
   first loses that share of its rows whose own k-distance is furthest from the bank's median (`trim_bank`).
 - in-corpus `X`: the hold-out scored inside a pseudo-corpus, the hold-out plus the bank's rows of lowest
@@ -21,9 +22,10 @@ from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import (Calibration, ThresholdPolicy, calibration_summary, parse_threshold,
                                       resolve_threshold)
 from pipeline.detect.density import K, k_distance
+from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble, rank_fusion
 from pipeline.detect.registry import DENSITY, Detector, fit
-from pipeline.detect.spec import DEDE, ENSEMBLE, DetectorPlan
+from pipeline.detect.spec import DEDE, DEDE_REL, ENSEMBLE, DetectorPlan
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
 
@@ -54,6 +56,16 @@ def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
     return bank[np.sort(np.argsort(-outlying, kind="stable")[n_drop:])]
 
 
+def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:
+    """dede-rel's fit on the hold-out when the plan has it; BadInput when the reference predates it."""
+    if DEDE_REL not in plan.names:
+        return None
+    if clean.holdout_difficulty is None:
+        raise BadInput(f"{DEDE_REL} needs the hold-out's difficulty, which decoders trained before it lack; "
+                       f"retrain the decoder with jobs/train_decoder.py")
+    return RelativeError(clean.holdout_scores, clean.holdout_difficulty)
+
+
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
     if not names:
         return {}
@@ -73,9 +85,11 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
         raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
     bank_rows = trim_bank(clean.bank_embeddings, bank_trim, k) if plan.bank else clean.bank_embeddings
     bank = _fit(plan.bank, bank_rows, None, "the decoder's bank (reference.safetensors)", k)
+    relative = relative_error(plan, clean)
     pseudo = pseudo_corpus(clean, len(reference))
-    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k), bank, None)
-    holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores)
+    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k), bank, None,
+                                relative)
+    holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores, clean.holdout_difficulty)
     ensemble = None
     if plan.members:
         members = {m: holdout[m] for m in plan.members}
@@ -84,7 +98,7 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     calibrations = {name: dede if name == DEDE else calibration_summary(holdout[name], paper_threshold=math.nan)
                     for name in plan.names}
     corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k)
-    return Calibrated(DetectorSuite(plan, corpus, bank, ensemble), holdout, calibrations)
+    return Calibrated(DetectorSuite(plan, corpus, bank, ensemble, relative), holdout, calibrations)
 
 
 def detector_threshold(policy: ThresholdPolicy | str | float, name: str, calibration: Calibration | None,

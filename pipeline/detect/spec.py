@@ -1,6 +1,7 @@
 """The detectors a scoring run computes (`score_corpus --detectors`), by name, and their Parquet columns.
 
-Names: `dede` (the decoder's score, always computed, column `score`); every embedding detector of
+Names: `dede` (the decoder's score, always computed, column `score`); `dede-rel` (DeDe's score relative
+to the image's own difficulty, pipeline.detect.difficulty); every embedding detector of
 `pipeline.detect.registry.DETECTORS`, scored in-corpus (against a sample of the corpus's own
 embeddings); the same name with `:bank`, scored against the decoder's bank of clean auxiliary
 embeddings; `ensemble` (rank fusion of `--ensemble` members, computed with it); `all` (every one).
@@ -15,8 +16,8 @@ from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS
 from pipeline.detect.registry import DETECTORS
 from pipeline.errors import BadInput
 
-DEDE, ENSEMBLE, BANK = "dede", "ensemble", ":bank"
-SINGLE: tuple[str, ...] = (DEDE, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
+DEDE, DEDE_REL, ENSEMBLE, BANK = "dede", "dede-rel", "ensemble", ":bank"
+SINGLE: tuple[str, ...] = (DEDE, DEDE_REL, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
 DEFAULT_ENSEMBLE = (DEDE, "slof:bank", "norm:bank")
 """DeDe with SLOF and the embedding norm against the clean bank: the best set of up to three on the lab's

@@ -1,4 +1,4 @@
-"""A run's detectors, fitted on their references, scoring rows: `suite.score(x, ids, dede)`.
+"""A run's detectors, fitted on their references, scoring rows: `suite.score(x, ids, dede, difficulty)`.
 
 In-corpus detectors are fitted on a corpus reference sample whose rows carry ids (a corpus row's id
 is the hash of its shard stem and key, so a row inside the sample is matched to itself and its
@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble
 from pipeline.detect.registry import Detector
-from pipeline.detect.spec import DEDE, ENSEMBLE, DetectorPlan, base
+from pipeline.detect.spec import DEDE, DEDE_REL, ENSEMBLE, DetectorPlan, base
 
 
 class DetectorSuite:
     """The plan's detectors: `corpus` (by registry name, in-corpus), `bank` (by registry name, against
-    the bank) and the ensemble (None: not computed, or being calibrated)."""
+    the bank), `relative` (dede-rel's clean fit, when the plan has it) and the ensemble (None: not
+    computed, or being calibrated)."""
 
     def __init__(self, plan: DetectorPlan, corpus: dict[str, Detector], bank: dict[str, Detector],
-                 ensemble: Ensemble | None):
-        self.plan, self.corpus, self.bank, self.ensemble = plan, corpus, bank, ensemble
+                 ensemble: Ensemble | None, relative: RelativeError | None = None):
+        self.plan, self.corpus, self.bank, self.ensemble, self.relative = plan, corpus, bank, ensemble, relative
 
-    def score(self, x: np.ndarray, ids: np.ndarray, dede: np.ndarray) -> dict[str, np.ndarray]:
-        """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`); the ensemble when the
-        suite has one."""
+    def score(self, x: np.ndarray, ids: np.ndarray, dede: np.ndarray,
+              difficulty: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`, their `difficulty`, which
+        dede-rel needs); the ensemble when the suite has one."""
         out = {DEDE: np.asarray(dede, np.float64)}
+        if DEDE_REL in self.plan.names:
+            if self.relative is None or difficulty is None:
+                raise ValueError("dede-rel needs its clean fit and the rows' difficulty")
+            out[DEDE_REL] = self.relative(dede, difficulty)
         for name in self.plan.names:
-            if name in (DEDE, ENSEMBLE):
+            if name in (DEDE, DEDE_REL, ENSEMBLE):
                 continue
             if len(x) == 0:
                 out[name] = np.empty(0)

@@ -16,7 +16,7 @@ from pipeline.corpus.limits import Limits
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy
 from pipeline.detect.calibrate import Calibrated, calibrate, detector_threshold
-from pipeline.detect.spec import DEDE, DetectorPlan, column
+from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
 from pipeline.job import outputs as O
@@ -25,6 +25,7 @@ from pipeline.job.shard import finalize_table
 from pipeline.keyhash import key_hashes
 
 EMBEDDING = "embedding"
+DIFFICULTY = "difficulty"
 BATCH_ROWS = 65536
 PARALLEL_READS = 16
 
@@ -132,7 +133,13 @@ def add_columns(table: pa.Table, stem: str, suite: DetectorSuite) -> pa.Table:
     the row was not scored), replacing any it had, after the other columns."""
     pos, ids, emb = _scored(table, stem)
     dede = np.asarray(table.column("score").to_numpy(zero_copy_only=False), np.float64)[pos]
-    scores = suite.score(emb, ids, dede)
+    difficulty = None
+    if DEDE_REL in suite.plan.names:
+        if DIFFICULTY not in table.column_names:
+            raise JobError(f"scores/{stem}.parquet has no {DIFFICULTY} column, which {DEDE_REL} needs (written before "
+                           "it existed); rerun with --overwrite")
+        difficulty = np.asarray(table.column(DIFFICULTY).to_numpy(zero_copy_only=False), np.float64)[pos]
+    scores = suite.score(emb, ids, dede, difficulty)
     names = [n for n in suite.plan.names if n != DEDE]
     table = table.drop_columns([c for c in table.column_names if c.startswith("det_")])
     mask = np.ones(table.num_rows, bool)

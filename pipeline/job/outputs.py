@@ -25,7 +25,7 @@ from pipeline.corpus.writer import TarSink
 from pipeline.job.jsonfile import write_json
 from pipeline.storage import temp_prefix, write_bytes_atomic
 
-CORE_COLUMNS = ("key", "shard", "index", "status", "error", "score", "threshold", "flagged", "decoder_sha256")
+CORE_COLUMNS = ("key", "shard", "index", "status", "error", "score", "difficulty", "threshold", "flagged", "decoder_sha256")
 REASON_SUFFIX = "dede_reason.json"
 STATS_VERSION = 1
 SHARD_FOLDERS = {"scores": "parquet", "clean": "tar", "quarantine": "tar", "stats": "json"}   # folder -> suffix
@@ -74,6 +74,7 @@ class Row:
     status: str                      # ok | error
     error: str | None = None
     score: float | None = None
+    difficulty: float | None = None
     caption: str | None = None
     embedding: np.ndarray | None = None
     carried: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +146,7 @@ def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captio
         "status": pa.array([r.status for r in rows], pa.string()),
         "error": pa.array([r.error for r in rows], pa.string()),
         "score": pa.array([r.score for r in rows], pa.float32()),
+        "difficulty": pa.array([r.difficulty for r in rows], pa.float32()),
         "threshold": pa.array([threshold] * len(rows), pa.float32()),
         "flagged": pa.array([decide(r.score, r.status, threshold) for r in rows], pa.bool_()),
         "decoder_sha256": pa.array([decoder_sha256] * len(rows), pa.string()),

@@ -15,7 +15,9 @@ import numpy as np
 from pipeline.corpus.shards import common_root, shard_stem
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
+from pipeline.detect.calibrate import relative_error
 from pipeline.detect.spec import DEDE, DEFAULT_DETECTORS, DetectorPlan
+from pipeline.errors import BadInput
 from pipeline.job import attempts
 from pipeline.job import detectors as D
 from pipeline.job import outputs as O
@@ -63,6 +65,11 @@ def plan(cfg: JobConfig) -> Plan:
     decoder = check_decoder(cfg.decoder)
     clean = clean_reference(cfg.decoder, _reference_purpose(cfg, dets), "pass --detectors dede to score with DeDe "
                             "alone") if dets.needs_embeddings else None
+    if clean is not None:
+        try:
+            relative_error(dets, clean)
+        except BadInput as e:
+            raise JobError(f"decoder {cfg.decoder}: {e}") from None
     threshold = None if policy.needs_scores else resolve_threshold(policy, decoder.calibration)
     urls = resolve_inputs(cfg.inputs, cfg.out)
     if not urls:

@@ -146,12 +146,12 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
         with ThreadPoolExecutor(max(1, threads)) as pool:
             for ch in _prefetch(_chunks(task.url, size, batch_size, pool, task.limits)):
                 read_s += ch.read_s
-                scores = emb = None
+                scores = emb = difficulty = None
                 if ch.ok:
                     t0 = time.perf_counter()
                     res = scorer.score(ch.images, [ch.samples[i].key for i in ch.ok])
                     score_s += time.perf_counter() - t0
-                    scores, emb = res.scores, res.embeddings
+                    scores, emb, difficulty = res.scores, res.embeddings, res.difficulty
                     embed_dim = emb.shape[1]
                 pos = {p: j for j, p in enumerate(ch.ok)}
                 for p, s in enumerate(ch.samples):
@@ -161,6 +161,7 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
                     err = None if j is not None else ch.errors[p]
                     rows.append(O.Row(
                         key=s.key, shard=task.url, index=s.index, status=status, error=err, score=score,
+                        difficulty=float(difficulty[j]) if j is not None else None,
                         caption=caption(s.fields) if s.members else None,
                         embedding=emb[j] if (j is not None and task.store_embeddings) else None,
                         carried=_carried(s, task.carry_fields)))

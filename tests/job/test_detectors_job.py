@@ -16,8 +16,8 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
-COLUMNS = {"dede": "score", "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
+DETECTORS = "dede,dede-rel,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
+COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
            "norm:bank": "det_norm_bank", "ensemble": "det_ensemble"}
 
 
@@ -65,7 +65,10 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     assert run["detectors"]["ensemble"]["flagged"] == run["totals"]["flagged"]
     assert run["threshold"]["value"] == run["detectors"]["ensemble"]["threshold"]
     table = O.read_parquet(O.scores_url(str(out), run["shards"][0]["stem"]))
-    assert {"embedding", *COLUMNS.values()} <= set(table.column_names)        # embeddings kept without the flag
+    assert {"embedding", "difficulty", *COLUMNS.values()} <= set(table.column_names)   # embeddings kept unasked
+    ok = np.asarray(table.column("status").to_pylist()) == "ok"
+    difficulty = table.column("difficulty").to_numpy(zero_copy_only=False)
+    assert (difficulty[ok] > 0).all() and np.isnan(difficulty[~ok]).all()
     _check_split(out, run, "det_ensemble")
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["verdict"]["flagged"] == run["totals"]["flagged"]
@@ -89,7 +92,7 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
 
 @pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
-    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, kdist"),
+    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, kdist"),
                    "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
                    "fusion": (["--fusion", "median"], "invalid choice"),
                    "bank-trim": (["--bank-trim", "0.7"], "--bank-trim must be in [0, 0.5), got 0.7")}[case]
@@ -124,3 +127,28 @@ def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path,
     assert not out.exists()
     p = plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old), detectors=["dede"]))
     assert p.detectors.flag_by == "dede" and p.clean is None
+
+
+def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder,
+                                                                         capsys):
+    """A clean reference without the hold-out's difficulty: dede-rel is one line before Ray starts; the
+    embedding detectors still plan."""
+    from dataclasses import asdict, replace
+
+    from pipeline.dede.config import load_decoder_config
+    from pipeline.dede.reference import load_reference, save_reference
+    from pipeline.job.config import JobConfig
+    from pipeline.job.run import plan
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_decoder, old)
+    ref = replace(load_reference(str(old), load_decoder_config(str(old))), holdout_difficulty=None)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["reference"] = asdict(save_reference(str(old), ref, cfg["reference"]["max_bank"]))
+    (old / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "dede-rel,ensemble")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dede-rel needs the hold-out's difficulty" in err[0] and "retrain" in err[0], err
+    assert not out.exists()
+    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old))).clean is not None
