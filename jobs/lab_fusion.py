@@ -1,5 +1,5 @@
 """The ensemble's member search over the cached score runs (no rescoring): every set of one to four candidate
-detectors, mean or max rank fusion, ranked by mean AUC on the validation pools (jobs/lab_detect.py --pools
+detectors, each rank fusion (max, mean, fisher), ranked by mean AUC on the validation pools (jobs/lab_detect.py --pools
 val-0.5 val-0.01), the test pools reported beside; writes RESULTS/fusion.json and RESULTS/fusion.md.
 
   lab_fusion.py --extra demo=demo/run-all      # also report a run scored with --detectors all (not ranked)

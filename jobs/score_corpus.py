@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"members of the ensemble detector, ranked by their clean hold-out percentiles "
                          f"(default {','.join(DEFAULT_ENSEMBLE)})")
     ap.add_argument("--fusion", choices=FUSIONS, default=DEFAULT_FUSION,
-                    help=f"how the ensemble fuses its members' percentiles: max or mean (default {DEFAULT_FUSION})")
+                    help=f"how the ensemble fuses its members' percentiles: max, mean or fisher (-sum log(1 - p)) (default {DEFAULT_FUSION})")
     ap.add_argument("--density-reference", type=cli.positive_int, default=DEFAULT_REFERENCE,
                     help=f"rows of the in-corpus reference sample (lowest hash of shard stem + key, so reruns pick "
                          f"the same rows; default {DEFAULT_REFERENCE}); the exact k-NN costs about rows x this x dim")

@@ -113,8 +113,19 @@ def test_percentile_leave_one_out_and_fusion_by_max_and_mean():
     np.testing.assert_allclose(rank_fusion({"a": a, "b": b}, refs, fusion="mean"), [0.5, 0.625])
     np.testing.assert_allclose(rank_fusion({"a": ref, "b": ref[::-1]}, fusion="max", leave_one_out=True),
                                [1.0, 2 / 3, 2 / 3, 1.0])
-    with pytest.raises(ValueError, match="fusion must be one of max, mean"):
+    with pytest.raises(ValueError, match="fusion must be one of max, mean, fisher"):
         rank_fusion({"a": a}, refs, fusion="median")
+
+
+def test_fisher_fusion_lets_one_member_far_in_its_tail_outrank_two_members_above_their_median():
+    ref = np.arange(1.0, 101.0)                                  # clean scores 1..100 for both members
+    refs = {"a": ref, "b": ref}
+    one_far = {"a": np.array([99.5, 80.5]), "b": np.array([50.5, 80.5])}     # row 0: a above 99% of clean
+    np.testing.assert_allclose(rank_fusion(one_far, refs, "fisher"),
+                               [-np.log(0.01) - np.log(0.5), -2 * np.log(0.2)])
+    assert np.diff(rank_fusion(one_far, refs, "fisher"))[0] < 0 < np.diff(rank_fusion(one_far, refs, "mean"))[0]
+    beyond = rank_fusion({"a": np.array([1e9])}, refs, "fisher")            # past every clean score: p = 1, finite
+    assert np.isfinite(beyond).all() and beyond[0] == pytest.approx(-np.log(1e-6))
 
 
 def test_ensemble_calibration_is_the_leave_one_out_fusion_of_the_holdout():

@@ -1,10 +1,14 @@
-"""Rank fusion: each detector's score mapped to its clean percentile, then fused by max or mean."""
+"""Rank fusion: each detector's score mapped to its clean percentile, then fused by max, mean or fisher
+(Fisher's method on the percentiles' upper tails: -sum log(1 - p), so one member far out in its clean
+tail counts for more than several members a little above their median)."""
 from __future__ import annotations
 
 import numpy as np
 
-FUSIONS = ("max", "mean")
+FUSIONS = ("max", "mean", "fisher")
 DEFAULT_FUSION = "mean"    # the detection table (results/detection.md): mean beats max for the default members
+TAIL_FLOOR = 1e-6
+"""fisher: the least upper-tail share a percentile counts as (a row beyond every clean score has p = 1)."""
 
 
 def percentile(scores: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
@@ -21,19 +25,21 @@ def percentile(scores: np.ndarray, reference: np.ndarray, leave_one_out: bool = 
 
 
 def check_fusion(fusion: str) -> None:
-    """ValueError unless `fusion` is max or mean."""
+    """ValueError unless `fusion` is one of FUSIONS."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
 
 
 def fuse(parts: list[np.ndarray], fusion: str = "mean") -> np.ndarray:
-    """Per row, the max or the mean of the detectors' percentiles."""
+    """Per row, the max or the mean of the detectors' percentiles, or fisher's -sum log(1 - p)."""
     check_fusion(fusion)
     if not parts:
         raise ValueError("rank fusion needs at least one score column")
     shapes = {np.shape(p) for p in parts}
     if len(shapes) != 1:
         raise ValueError(f"score columns differ in length: {sorted(shapes)}")
+    if fusion == "fisher":
+        return -np.log(np.maximum(1.0 - np.asarray(parts, np.float64), TAIL_FLOOR)).sum(axis=0)
     return np.max(parts, axis=0) if fusion == "max" else np.mean(parts, axis=0)
 
 

@@ -41,7 +41,7 @@ class JobConfig:
     flag_by: str | None = None            # the detector whose threshold sets `flagged` and the split; None: the
     #                                     ensemble when it is computed, else dede (spec.default_flag_by)
     ensemble: list[str] = field(default_factory=lambda: list(DEFAULT_ENSEMBLE))
-    fusion: str = DEFAULT_FUSION                 # rank fusion of the ensemble: max or mean
+    fusion: str = DEFAULT_FUSION                 # rank fusion of the ensemble: max, mean or fisher
     density_reference: int = DEFAULT_REFERENCE   # rows of the in-corpus reference sample
     bank_trim: float = DEFAULT_BANK_TRIM         # share of the bank's most outlying rows left out (calibrate.trim_bank)
 
