@@ -43,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "auxiliary set that may hold up to that share of poison; e.g. 0.05)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                     help="decoder size (default paper: width 192, 6 + 4 blocks, 4 px patches); the flags below override it")
-    ap.add_argument("--image-size", type=cli.positive_int, help="override the preset's decoder image size")
-    ap.add_argument("--patch-size", type=cli.positive_int, help="override the preset's patch size")
+    ap.add_argument("--image-size", type=cli.positive_int,
+                    help="the decoder's image size (default: the encoder's input size, at least 32; a 224 px encoder "
+                         "gets a 224 px decoder with 16 px patches)")
+    ap.add_argument("--patch-size", type=cli.positive_int,
+                    help="override the preset's patch size (at a larger encoder's size, grown to keep <= 196 patches)")
     ap.add_argument("--width", type=cli.positive_int, help="override the preset's transformer width")
     ap.add_argument("--encoder-depth", type=cli.positive_int, help="override the preset's number of encoder blocks")
     ap.add_argument("--decoder-depth", type=cli.positive_int, help="override the preset's number of decoder blocks")
@@ -70,7 +73,7 @@ def run(a: argparse.Namespace) -> int:
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
                       max_samples=a.max_samples, subset=a.subset, holdout=a.holdout, trim=a.trim, seed=a.seed,
                       device=a.device,
-                      model=model_config(a), resume=a.resume)
+                      model=model_config(a), resume=a.resume, match_encoder=a.image_size is None)
     out = train_decoder(cfg)
     print(json.dumps({"out": a.out, "final_loss": out.training.final_loss, "minutes": out.training.minutes,
                       "n_train": out.data.n_train, "n_holdout": out.data.n_holdout, "skipped": out.data.skipped,

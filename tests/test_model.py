@@ -74,3 +74,16 @@ def test_bad_config_errors():
         DeDe(DeDeConfig(victim_dim=4, width=10, encoder_heads=3))
     with pytest.raises(ValueError, match="victim_dim is not set"):
         create_dede("tiny")
+
+
+def test_at_resolution_keeps_a_decoder_small_beside_a_larger_encoder():
+    from pipeline.dede.model import MAX_TOKENS, at_resolution, dede_paper, dede_small
+
+    assert at_resolution(dede_paper(), 32) == dede_paper()                      # CIFAR: the preset as it is
+    assert (at_resolution(dede_paper(), 224).image_size, at_resolution(dede_paper(), 224).patch_size) == (224, 16)
+    assert at_resolution(dede_small(), 224).patch_size == 16
+    for size in (64, 96, 160, 224, 256, 336):
+        cfg = at_resolution(dede_paper(), size)
+        assert size % cfg.patch_size == 0 and cfg.num_patches <= MAX_TOKENS and cfg.patch_size >= 4, cfg
+        smaller = [p for p in range(4, cfg.patch_size) if size % p == 0]
+        assert all((size // p) ** 2 > MAX_TOKENS for p in smaller)             # the smallest patch that fits

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.corpus.decode import load_sample_image
+from pipeline.corpus.reader import iter_shard
 from pipeline.dede.scorer import Scorer
 from pipeline.dede.train import TrainConfig, train_decoder
 
@@ -19,8 +20,6 @@ def test_train_save_load_score_round_trip(tmp_path, small_shards):
     assert saved["weights_sha256"] and saved["calibration"]["n"] == cfg.data.n_holdout
     assert saved["training"]["subset"] == cfg.training.subset == "hash"
     scorer = Scorer(out, device="cpu")
-    from pipeline.corpus.reader import iter_shard
-
     samples = list(iter_shard(small_shards[0]))[:8]
     imgs = np.stack([load_sample_image(s.fields, scorer.work_size) for s in samples])
     keys = [s.key for s in samples]
@@ -87,3 +86,22 @@ def test_max_samples_takes_the_lowest_key_hashes_over_every_shard(tmp_path, smal
     for bad in (-0.1, 0.5):
         with pytest.raises(BadInput, match="trim"):
             TrainConfig(**{**base, "trim": bad})
+
+
+def test_a_larger_encoder_gets_a_decoder_at_its_own_resolution(tmp_path, small_shards):
+    """A 224 px encoder (torchvision ResNet-18, random init): the decoder works at 224 px with 16 px patches
+    (196 of them), recorded in config.json, and scores 224 px images; --image-size keeps the preset's."""
+    data = [str(tmp_path / "shards")]
+    tiny = {**TINY, "epochs": 1, "max_samples": 40}
+    cfg = train_decoder(TrainConfig(encoder="resnet:resnet18", data=data, out=str(tmp_path / "big"), **tiny))
+    assert (cfg.model.image_size, cfg.model.patch_size, cfg.model.num_patches) == (224, 16, 196)
+    saved = json.load(open(tmp_path / "big" / "config.json"))["model"]
+    assert (saved["image_size"], saved["patch_size"]) == (224, 16)
+    scorer = Scorer(str(tmp_path / "big"), device="cpu")
+    assert scorer.work_size == scorer.image_size == 224
+    samples = list(iter_shard(small_shards[0]))[:2]
+    out = scorer.score(np.stack([load_sample_image(s.fields, 224) for s in samples]), [s.key for s in samples])
+    assert np.isfinite(out.scores).all() and (out.difficulty > 0).all()
+    kept = train_decoder(TrainConfig(encoder="resnet:resnet18", data=data, out=str(tmp_path / "small"),
+                                     match_encoder=False, **tiny))
+    assert (kept.model.image_size, kept.model.patch_size) == (32, 4)

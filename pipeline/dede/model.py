@@ -67,6 +67,15 @@ def dede_paper(**kw) -> DeDeConfig:
 
 
 PRESETS: dict[str, Callable[..., DeDeConfig]] = {"tiny": dede_tiny, "small": dede_small, "paper": dede_paper}
+MAX_TOKENS = 196
+"""A decoder at a larger encoder's resolution keeps at most this many patches (224 px: 16 px, ViT-B/16's grid)."""
+
+
+def at_resolution(cfg: DeDeConfig, size: int) -> DeDeConfig:
+    """The config at image size `size` (an encoder's input size), its patch the smallest at least the config's
+    that divides `size` into at most MAX_TOKENS patches, so the decoder's cost stays small beside the encoder's."""
+    patch = next(p for p in range(cfg.patch_size, size + 1) if size % p == 0 and (size // p) ** 2 <= MAX_TOKENS)
+    return replace(cfg, image_size=size, patch_size=patch)
 
 
 class Attention(nn.Module):

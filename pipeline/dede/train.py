@@ -13,7 +13,7 @@ import io
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from pipeline.corpus.decode import DecodeError, load_sample_image
 from pipeline.corpus.reader import iter_shard
 from pipeline.corpus.shards import expand_shards
 from pipeline.dede.config import DecoderConfig, EncoderInfo, Pixels, Training, TrainingData
-from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse
+from pipeline.dede.model import DeDe, DeDeConfig, at_resolution, create_dede, masked_mse
 from pipeline.dede.reference import MAX_BANK, CleanReference, bank_rows, save_reference
 from pipeline.dede.scorer import decoder_pixels, score_batch
 from pipeline.dede.store import save_decoder
@@ -64,6 +64,7 @@ class TrainConfig:
     pixel_std: tuple[float, float, float] = CIFAR_STD
     resume: bool = False
     progress: bool = True
+    match_encoder: bool = True          # a larger encoder's input size becomes the decoder's (model.at_resolution)
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSETS:
@@ -175,6 +176,8 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = create_encoder(cfg.encoder, device)
+    if cfg.match_encoder and encoder.input_size > cfg.model.image_size:
+        cfg = replace(cfg, model=at_resolution(cfg.model, encoder.input_size))
     t0 = time.time()
     aux = load_auxiliary(cfg, encoder)
     train_idx, hold_idx = split_holdout(aux.keys, cfg.holdout, cfg.max_holdout)
