@@ -9,7 +9,6 @@ import os
 import random
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from pipeline.corpus import decode
 from pipeline.corpus.decode import DecodeError, decode_image, error_text, load_sample_image
 from pipeline.corpus.reader import MAX_MEMBER_BYTES, iter_shard
 from pipeline.corpus.shards import expand_shards
+from pipeline.dede.scorer import ScoreOutput
 from pipeline.errors import BadInput
 from pipeline.job import outputs as O
 from pipeline.job.shard import ShardTask, score_shard
@@ -202,20 +202,15 @@ def test_members_per_sample_limit_and_linear_duplicate_check(tmp_path):
 # 4. Names and carried fields that used to fail the whole shard
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class _Out:
-    scores: np.ndarray
-    embeddings: np.ndarray
-
-
 class FakeScorer:
     """Scores = mean pixel value: enough to drive `score_shard` without a model."""
 
     work_size = 32
     decoder_sha256 = "0" * 64
 
-    def score(self, images: np.ndarray, keys) -> _Out:
-        return _Out(images.reshape(len(images), -1).mean(1).astype(np.float32), np.zeros((len(images), 4), np.float16))
+    def score(self, images: np.ndarray, keys) -> ScoreOutput:
+        mean = images.reshape(len(images), -1).mean(1).astype(np.float32)
+        return ScoreOutput(mean, np.zeros((len(images), 4), np.float16), mean)
 
 
 def _score(url: str, out: Path, stem: str = "000000", carry: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
