@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import cli  # noqa: E402
 from pipeline.dede.model import PRESETS  # noqa: E402
+from pipeline.detect.ensemble import FUSIONS  # noqa: E402
 from pipeline.lab import detect, detect_report, downstream  # noqa: E402
 from pipeline.lab.attacks import ATTACKS  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--detectors", nargs="+", default=["all"],
                     help="the job's detectors where it has them (score_corpus --detectors); else DeDe only")
     ap.add_argument("--flag-by", default=None, help="score_corpus --flag-by, where the job has it")
+    ap.add_argument("--ensemble", default=None, metavar="A,B,...",
+                    help="score_corpus --ensemble: the ensemble's members (default: the job's)")
+    ap.add_argument("--fusion", choices=FUSIONS, default=None, help="score_corpus --fusion (default: the job's)")
     ap.add_argument("--actors", type=cli.positive_int, default=1, help="scoring actors")
     ap.add_argument("--results", type=Path, default=Path("results"),
                     help="folder of results.json and detection.md (tests pass a temporary one)")
@@ -96,7 +100,9 @@ def run(a: argparse.Namespace) -> None:
     settings = detect.Settings(preset=a.preset, epochs=a.epochs, max_aux=a.max_aux, batch_size=a.batch_size,
                                trim=a.trim, bank_trim=a.bank_trim, pool_seed=a.seed, pool_scale=a.pool_scale,
                                threshold=a.threshold,
-                               detectors=tuple(a.detectors), flag_by=a.flag_by, device=a.device, threads=a.threads,
+                               detectors=tuple(a.detectors), flag_by=a.flag_by,
+                               ensemble=tuple(n.strip() for n in a.ensemble.split(",")) if a.ensemble else None,
+                               fusion=a.fusion, device=a.device, threads=a.threads,
                                actors=a.actors, progress=not a.no_progress)
     setup(a.device, a.threads)
     old = detect_report.load(a.results)

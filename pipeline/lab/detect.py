@@ -192,6 +192,8 @@ class Settings:
     threshold: str = "fpr:0.01"
     detectors: tuple[str, ...] = ("all",)
     flag_by: str | None = None
+    ensemble: tuple[str, ...] | None = None      # the ensemble's members (None: the job's DEFAULT_ENSEMBLE)
+    fusion: str | None = None                    # its rank fusion (None: the job's DEFAULT_FUSION)
     device: str = "auto"
     threads: int | None = None
     actors: int = 1
@@ -219,6 +221,10 @@ class Settings:
             kwargs["flag_by"] = self.flag_by or "dede"     # explicit: the job's default became the ensemble
         if job_has("bank_trim"):
             kwargs["bank_trim"] = self.bank_trim
+        if self.ensemble:
+            kwargs["ensemble"] = list(self.ensemble)
+        if self.fusion:
+            kwargs["fusion"] = self.fusion
         return kwargs
 
     @property
@@ -231,7 +237,13 @@ class Settings:
         return {"preset": self.preset, "epochs": self.epochs, "max_aux": self.max_aux, "batch_size": self.batch_size,
                 "pool_seed": self.pool_seed, "pool_scale": self.pool_scale, "threshold": self.threshold,
                 "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by, **self.trimmed(),
-                **self.bank_trimmed()}
+                **self.bank_trimmed(), **self.fused()}
+
+    def fused(self) -> dict[str, Any]:
+        """The ensemble's members and fusion where they are not the job's defaults; {} otherwise (records as before
+        the options existed)."""
+        return {**({"ensemble": list(self.ensemble)} if self.ensemble else {}),
+                **({"fusion": self.fusion} if self.fusion else {})}
 
     def trimmed(self) -> dict[str, float]:
         """{"trim": share} when decoders train with a trimmed loss; {} otherwise, so untrimmed hashes and
@@ -312,7 +324,8 @@ class LazyRay:
 def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, Any]:
     return {"kind": "score", "decoder": decoder.name, "pool": pool.name, "threshold": settings.threshold,
             "detectors": settings.job_detectors, "flag_by": settings.flag_by if job_has("flag_by") else None,
-            "ensemble": list(DEFAULT_ENSEMBLE), "fusion": DEFAULT_FUSION, "format": FORMAT, **settings.bank_trimmed()}
+            "ensemble": list(settings.ensemble or DEFAULT_ENSEMBLE), "fusion": settings.fusion or DEFAULT_FUSION,
+            "format": FORMAT, **settings.bank_trimmed()}
 
 
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,

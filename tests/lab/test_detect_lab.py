@@ -20,7 +20,7 @@ from pipeline.errors import BadInput
 from pipeline.lab import detect, detect_report
 from pipeline.lab.cache import cached
 from pipeline.lab.cifar import load_split
-from pipeline.lab.detect_data import ensure_aux, ensure_pool, pool_plan, unseen_by_decoders
+from pipeline.lab.detect_data import ShardSet, ensure_aux, ensure_pool, pool_plan, unseen_by_decoders
 from pipeline.lab.encoders import SIMCLR_ENCODER
 from pipeline.lab.simclr import SimCLRNet
 from pipeline.lab.triggers import square_trigger
@@ -337,3 +337,20 @@ def test_end_to_end_on_a_tiny_victim(tiny_cache, tmp_path, capsys):
     md = (out / "detection.md").read_text()
     assert "## Ablations" in md and "| `trim 0.2` | dede |" in md and md == detect_report.render(after)
     capsys.readouterr()
+
+
+def test_a_candidate_ensemble_is_its_own_run_and_leaves_the_default_runs_cached():
+    from pipeline.detect.spec import DEFAULT_ENSEMBLE
+
+    pool, dec = ShardSet(Path("pool-p01-x"), {}), Path("decoder-x")
+    default, same = detect.Settings(), detect.Settings(ensemble=DEFAULT_ENSEMBLE)
+    candidate = detect.Settings(ensemble=("dede", "kdist-dense"), fusion="fisher")
+    base = detect.run_config(dec, pool, default)
+    assert base["ensemble"] == list(DEFAULT_ENSEMBLE) and "ensemble" not in default.record()
+    assert detect.run_config(dec, pool, same) == base
+    assert detect.run_config(dec, pool, candidate) != base
+    kwargs = candidate.job_kwargs(["in"], "dec", "out")
+    assert kwargs["ensemble"] == ["dede", "kdist-dense"] and kwargs["fusion"] == "fisher"
+    assert candidate.record()["ensemble"] == ["dede", "kdist-dense"] and candidate.record()["fusion"] == "fisher"
+    with pytest.raises(BadInput, match="--ensemble: unknown detector 'lof'"):
+        detect.Settings(ensemble=("dede", "lof"))
