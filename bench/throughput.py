@@ -53,7 +53,7 @@ class Size:
     batch_size: int
 
 
-FULL = {"32": Size("resnet:resnet18-cifar", "paper", 2, 1000, 256), "224": Size("openclip:ViT-B-16", "paper", 4, 80, 32)}
+FULL = {"32": Size("resnet:resnet18-cifar", "paper", 2, 500, 256), "224": Size("openclip:ViT-B-16", "paper", 2, 80, 32)}
 TINY = {"32": Size("resnet:resnet18-cifar-w0.125", "tiny", 1, 40, 16), "224": Size("resnet:resnet18", "tiny", 2, 8, 8)}
 RSS_FACTOR = 4
 
