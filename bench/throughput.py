@@ -346,13 +346,16 @@ def run(a: argparse.Namespace) -> None:
     work = Path(a.work) / ("tiny" if a.tiny else "full")
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    started = not ray.is_initialized()          # a caller's Ray (a test session's) is used and left running
+    if started:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     ray_init_s = time.perf_counter() - t0
     try:
         results = {name: bench_size(name, size, work, a.device, a.threads, print) for name, size in sizes.items()}
         rss = rss_growth(sizes["32"], work, a.device, a.threads, results["32"]["job_peak_rss_mb"])
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     top = results["224"]
     values = {k: top[k] for k in ("job_over_compute", "job_over_plain", "compute_over_embed")}
     values["rss_growth"] = rss["ratio"]
