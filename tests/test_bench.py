@@ -17,9 +17,10 @@ def test_the_benchmark_runs_on_a_tiny_input(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--tiny", "--threads", "1"]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     for name, size in res["sizes"].items():
-        for key in ("embed_sps", "compute_sps", "plain_sps", "job_sps", "flops_per_sample"):
+        for key in ("embed_sps", "compute_sps", "plain_sps", "job_sps", "job_steady_sps", "flops_per_sample"):
             assert size[key] > 0, (name, key)
         assert size["job_over_compute"] == pytest.approx(size["job_sps"] / size["compute_sps"])
+        assert size["job_steady_sps"] >= size["job_sps"]                   # the actor's time is within the call's
         assert size["decode_per_core"]["pil_full"] > 0 and size["decode_per_core"]["pil_draft"] > 0
     assert res["sizes"]["224"]["decoder"]["image_size"] == res["sizes"]["224"]["work_size"] == 224
     assert res["sizes"]["224"]["samples"] == 16 and res["sizes"]["32"]["samples"] == 40
