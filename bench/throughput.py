@@ -155,19 +155,21 @@ def plain_loop(urls: list[str], scorer, batch_size: int) -> float:
 
 
 class PeakRss:
-    """The peak summed RSS (MB) of this process and all its descendants (Ray's processes and workers),
-    sampled every 0.2 s while in use."""
+    """The job's peak RSS (MB), sampled every 0.2 s while in use: this process's growth since entry (the job's
+    driver; what the benchmark itself already holds is left out) plus all its descendants (Ray's processes and
+    workers)."""
 
     def __enter__(self) -> PeakRss:
         import psutil
 
         self.peak, self._stop = 0.0, threading.Event()
         me = psutil.Process()
+        base = me.memory_info().rss
 
         def sample() -> None:
             while not self._stop.wait(0.2):
-                total = 0
-                for p in [me, *me.children(recursive=True)]:
+                total = max(0, me.memory_info().rss - base)
+                for p in me.children(recursive=True):
                     try:
                         total += p.memory_info().rss
                     except psutil.Error:
@@ -256,12 +258,13 @@ def bench_size(name: str, size: Size, work: Path, device: str, threads: int, log
     return res
 
 
-def rss_growth(size: Size, work: Path, device: str, threads: int, at_n: float) -> dict:
-    """The job's peak RSS at N shards of the 32 px size (`at_n`, its run in bench_size) and at RSS_FACTOR x N."""
+def rss_growth(size: Size, work: Path, device: str, threads: int) -> dict:
+    """The job's peak RSS at N and RSS_FACTOR x N shards of the 32 px size, run back to back."""
     n = size.shards
     urls, decoder = prepare(work, "32", size, n * RSS_FACTOR, device)
-    _, _, peak = run_job(urls, decoder, work / "job-32-rss", size, device, threads)
-    return {"shards": [n, n * RSS_FACTOR], "peak_rss_mb": [at_n, peak], "ratio": peak / at_n}
+    peaks = [run_job(urls[:count], decoder, work / f"job-32-rss-{count}", size, device, threads)[2]
+             for count in (n, n * RSS_FACTOR)]
+    return {"shards": [n, n * RSS_FACTOR], "peak_rss_mb": peaks, "ratio": peaks[1] / peaks[0]}
 
 
 def machine(device: str, threads: int) -> dict:
@@ -328,8 +331,8 @@ Targets (the top-level figures are the 224 px ones; RSS growth is the 32 px job'
 JPEG decode to the working size, one core, on the 224 px set's photos: PIL in full {dec['pil_full']:.1f} images/s,
 PIL draft mode (the job's path) {dec['pil_draft']:.1f} images/s.
 
-Peak RSS of the job (driver, Ray and its workers): {g['peak_rss_mb'][0]:.0f} MB at {g['shards'][0]} shards,
-{g['peak_rss_mb'][1]:.0f} MB at {g['shards'][1]}.
+Peak RSS of the job (the driver's growth, Ray and its workers), two runs back to back: {g['peak_rss_mb'][0]:.0f} MB
+at {g['shards'][0]} shards, {g['peak_rss_mb'][1]:.0f} MB at {g['shards'][1]}.
 {proj}"""
 
 
@@ -358,7 +361,7 @@ def run(a: argparse.Namespace) -> None:
     ray_init_s = time.perf_counter() - t0
     try:
         results = {name: bench_size(name, size, work, a.device, a.threads, print) for name, size in sizes.items()}
-        rss = rss_growth(sizes["32"], work, a.device, a.threads, results["32"]["job_peak_rss_mb"])
+        rss = rss_growth(sizes["32"], work, a.device, a.threads)
     finally:
         if started:
             ray.shutdown()
