@@ -21,8 +21,8 @@ SINGLE: tuple[str, ...] = (DEDE, DEDE_REL, *DETECTORS, *(f"{d}{BANK}" for d in D
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
 DEFAULT_ENSEMBLE = (DEDE, "slof:bank", "norm:bank")
 """DeDe with SLOF and the embedding norm against the clean bank: the best set of up to three on the lab's
-validation pools (mean AUC 0.976; 10th of 2,171 sets of up to four, results/fusion.md and README say why it
-stays), which the detection table's test pools never rank."""
+validation pools, which the detection table's test pools never rank (results/fusion.md, results/dede-rel/fusion.md;
+the sets above it add in-corpus kdist-dense, whose in-job FPR the README says keeps them out)."""
 DEFAULT_DETECTORS = (ENSEMBLE,)           # the product's default: dede + the ensemble's members + the ensemble
 
 
