@@ -222,7 +222,8 @@ def _victims(results: dict[str, Any]) -> list[str]:
                          f"{d.get('minutes')} min" for aux, d in e.get("decoders", {}).items())
         runs = [r for runs in e.get("runs", {}).values() for r in runs.values()]
         lines.append(f"| {attack} | `{e.get('card') or e.get('victim')}` | {e.get('target')} | {_pct(e.get('clean_accuracy'))} "
-                     f"| {_pct(e.get('attack_success_rate'))} | {decs} | {e.get('settings', {}).get('bank_trim', 0)} "
+                     f"| {_pct(e.get('attack_success_rate'))}{' (**not implanted**)' if e.get('implanted') is False else ''} "
+                     f"| {decs} | {e.get('settings', {}).get('bank_trim', 0)} "
                      f"| {sum(r.get('samples', 0) for r in runs):,} "
                      f"| {sum(r.get('errors', 0) for r in runs)} |")
     if others:

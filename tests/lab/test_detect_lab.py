@@ -265,6 +265,10 @@ def test_markdown_is_generated_from_the_json(tmp_path, capsys):
     with_val["attacks"]["badencoder"]["detection"]["id"]["val-0.01"] = {"dede": {"auc": 0.654321, "tpr": 0.5, "fpr": 0.01}}
     assert "## Validation pools" in detect_report.render(with_val)
     assert "| badencoder | dede | - | 0.654 / 50.0% / 1.0% |" in detect_report.render(with_val)
+    assert "not implanted" not in md
+    weak = copy.deepcopy(res)
+    weak["attacks"]["badencoder"]["implanted"] = False                  # measured with --victim below the bar
+    assert "(**not implanted**)" in detect_report.render(weak)
     changed = copy.deepcopy(res)
     changed["attacks"]["badencoder"]["detection"]["id"]["0.5"]["dede"]["auc"] = 0.123456
     assert "0.123 / " in detect_report.render(changed) and detect_report.render(changed) != md
