@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tarfile
 import threading
@@ -270,14 +268,10 @@ def rss_growth(size: Size, work: Path, device: str, threads: int) -> dict:
 def machine(device: str, threads: int) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from pipeline.lab.cache import cpu_model
+
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
             "device": device, "gpu": gpu, "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
@@ -350,6 +344,8 @@ def run(a: argparse.Namespace) -> None:
     import ray
     import torch
 
+    from pipeline.lab.detect_report import git_commit
+
     torch.set_num_threads(a.threads)
     sizes = TINY if a.tiny else FULL
     work = Path(a.work) / ("tiny" if a.tiny else "full")
@@ -370,7 +366,7 @@ def run(a: argparse.Namespace) -> None:
     values["rss_growth"] = rss["ratio"]
     targets = {k: {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k] if k == "rss_growth" else v >= TARGETS[k]}
                for k, v in values.items()}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit, _ = git_commit(ROOT)
     res = {"command": " ".join(["bench/throughput.py", *sys.argv[1:]]), "commit": commit,
            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(a.device, a.threads),
            "ray_init_s": ray_init_s, "sizes": results, **values, "rss": rss, "targets": targets,

@@ -56,14 +56,17 @@ def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
     return bank[np.sort(np.argsort(-outlying, kind="stable")[n_drop:])]
 
 
-def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:
-    """dede-rel's fit on the hold-out when the plan has it; BadInput when the reference predates it."""
-    if DEDE_REL not in plan.names:
-        return None
-    if clean.holdout_difficulty is None:
+def check_difficulty(plan: DetectorPlan, clean: CleanReference) -> None:
+    """BadInput when the plan has dede-rel and the reference predates the hold-out's difficulty."""
+    if DEDE_REL in plan.names and clean.holdout_difficulty is None:
         raise BadInput(f"{DEDE_REL} needs the hold-out's difficulty, which decoders trained before it lack; "
                        f"retrain the decoder with jobs/train_decoder.py")
-    return RelativeError(clean.holdout_scores, clean.holdout_difficulty)
+
+
+def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:
+    """dede-rel's fit on the hold-out when the plan has it (check_difficulty first)."""
+    check_difficulty(plan, clean)
+    return RelativeError(clean.holdout_scores, clean.holdout_difficulty) if DEDE_REL in plan.names else None
 
 
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.corpus.shards import common_root, shard_stem
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
-from pipeline.detect.calibrate import relative_error
+from pipeline.detect.calibrate import check_difficulty
 from pipeline.detect.spec import DEDE, DEFAULT_DETECTORS, DetectorPlan
 from pipeline.errors import BadInput
 from pipeline.job import attempts
@@ -67,7 +67,7 @@ def plan(cfg: JobConfig) -> Plan:
                             "alone") if dets.needs_embeddings else None
     if clean is not None:
         try:
-            relative_error(dets, clean)
+            check_difficulty(dets, clean)
         except BadInput as e:
             raise JobError(f"decoder {cfg.decoder}: {e}") from None
     threshold = None if policy.needs_scores else resolve_threshold(policy, decoder.calibration)
