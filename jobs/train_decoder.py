@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--subset", choices=["hash", "first"], default=d.subset,
                     help="with --max-samples: hash (default) = the N of lowest key hash over every shard, a uniform "
                          "subset in any shard order (every shard is read, only those N are decoded); first = the first N read")
-    ap.add_argument("--holdout", type=float, default=d.holdout, help="share held out for calibration")
+    ap.add_argument("--holdout", type=float, default=d.holdout, help="share held out for calibration (at least 2,000 images or a quarter of the set, whichever is fewer)")
     ap.add_argument("--trim", type=float, default=d.trim,
                     help="share of each batch's highest-error images left out of the loss (robust training on an "
                          "auxiliary set that may hold up to that share of poison; e.g. 0.05)")

@@ -50,7 +50,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 
 def test_holdout_is_chosen_by_sample_key_and_is_big_enough_for_a_1pct_quantile():
-    from pipeline.dede.train import MIN_HOLDOUT, split_holdout
+    from pipeline.dede.train import MIN_HOLDOUT, QUANTILE_HOLDOUT, split_holdout
 
     keys = [f"{i:06d}" for i in range(50000)]
     train, hold = split_holdout(keys, 0.1, 10000)
@@ -58,8 +58,12 @@ def test_holdout_is_chosen_by_sample_key_and_is_big_enough_for_a_1pct_quantile()
     shuffled = keys[::-1]                    # shards read in another order (or moved): same members
     _, hold2 = split_holdout(shuffled, 0.1, 10000)
     assert {shuffled[i] for i in hold2} == {keys[i] for i in hold}
-    _, small = split_holdout(keys[:1000], 0.05, 10000)
-    assert len(small) == MIN_HOLDOUT         # 5% of 1,000 would be 50: too few for a 1% rate
+    _, lab = split_holdout(keys[:10000], 0.1, 10000)
+    assert len(lab) == QUANTILE_HOLDOUT      # 10% of 10,000 would put a 1% quantile on 10 samples
+    _, quarter = split_holdout(keys[:4000], 0.1, 10000)
+    assert len(quarter) == 1000              # a smaller set keeps three quarters to train on
+    _, small = split_holdout(keys[:600], 0.05, 10000)
+    assert len(small) == MIN_HOLDOUT         # 5% of 600 would be 30: too few for a 1% rate
     train3, hold3 = split_holdout(keys[:10], 0.05, 10000)
     assert len(hold3) == 5 and len(train3) == 5
 

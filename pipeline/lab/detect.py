@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.dede.config import load_decoder_config
 from pipeline.dede.thresholds import parse_threshold
-from pipeline.dede.train import STATE, TrainConfig, train_decoder
+from pipeline.dede.train import QUANTILE_HOLDOUT, STATE, TrainConfig, train_decoder
 from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.detect.metrics import summary
 from pipeline.detect.spec import DEFAULT_ENSEMBLE
@@ -269,7 +269,8 @@ def _device(settings: Settings) -> str | None:
 def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int) -> dict[str, Any]:
     return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "preset": settings.preset,
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
-            "job_detectors": job_has("detectors"), "format": FORMAT, **settings.trimmed()}
+            "job_detectors": job_has("detectors"), "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT,
+            **settings.trimmed()}
 
 
 def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings, seed: int = 0,
