@@ -96,8 +96,12 @@ def test_in_corpus_calibration_uses_a_pseudo_corpus_of_the_corpus_reference_size
     np.testing.assert_allclose(cal.holdout["kdist"], expected)
     assert math.isnan(cal.calibrations["kdist"].paper_threshold)
     assert detector_threshold("paper", "kdist", cal.calibrations["kdist"]) is None
-    with pytest.raises(BadInput, match="need at least 17"):
-        calibrate(plan, clean, x[:10], np.arange(10, dtype=np.uint64), cal.calibrations["dede"])
+    small = calibrate(plan, clean, x[:10], np.arange(10, dtype=np.uint64), cal.calibrations["dede"])
+    # a corpus of 10 rows: each row against its 9 others, the hold-out likewise in a pseudo-corpus of 10
+    expected = fit(["kdist"], pseudo_corpus(clean, 10), k=9)["kdist"](clean.holdout_embeddings, np.arange(100))
+    np.testing.assert_allclose(small.holdout["kdist"], expected)
+    with pytest.raises(BadInput, match="the corpus reference sample holds 1 rows; kdist need at least 2"):
+        calibrate(plan, clean, x[:1], np.arange(1, dtype=np.uint64), cal.calibrations["dede"])
 
 
 def test_percentile_leave_one_out_and_fusion_by_max_and_mean():

@@ -69,6 +69,12 @@ def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError |
     return RelativeError(clean.holdout_scores, clean.holdout_difficulty) if DEDE_REL in plan.names else None
 
 
+def corpus_k(rows: int, k: int = K) -> int:
+    """The in-corpus density detectors' neighbours for a corpus reference of `rows` rows: k, or every other row of
+    a smaller corpus (its pseudo-corpus has as many rows, so the calibration stays like for like)."""
+    return max(1, min(k, rows - 1))
+
+
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
     if not names:
         return {}
@@ -80,9 +86,9 @@ def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: 
 
 def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, reference_ids: np.ndarray,
               dede: Calibration, k: int = K, bank_trim: float = 0.0) -> Calibrated:
-    """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`) and the bank (less
-    `bank_trim` of it, `trim_bank`), and calibrate each on the hold-out; `dede` is the decoder's calibration.
-    BadInput when a reference is too small."""
+    """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`; in-corpus density with
+    `corpus_k` neighbours) and the bank (less `bank_trim` of it, `trim_bank`), and calibrate each on the hold-out;
+    `dede` is the decoder's calibration. BadInput when a reference is too small."""
     n = len(clean.holdout_scores)
     if plan.members and n < 2:
         raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
@@ -90,7 +96,9 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     bank = _fit(plan.bank, bank_rows, None, "the decoder's bank (reference.safetensors)", k)
     relative = relative_error(plan, clean)
     pseudo = pseudo_corpus(clean, len(reference))
-    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k), bank, None,
+    k_in = corpus_k(len(reference), k)
+    corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k_in)
+    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k_in), bank, None,
                                 relative)
     holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores, clean.holdout_difficulty)
     ensemble = None
@@ -100,7 +108,6 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
         holdout[ENSEMBLE] = rank_fusion(members, fusion=plan.fusion, leave_one_out=True)
     calibrations = {name: dede if name == DEDE else calibration_summary(holdout[name], paper_threshold=math.nan)
                     for name in plan.names}
-    corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k)
     return Calibrated(DetectorSuite(plan, corpus, bank, ensemble, relative), holdout, calibrations)
 
 

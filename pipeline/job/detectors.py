@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from pipeline.corpus.limits import Limits
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy
-from pipeline.detect.calibrate import Calibrated, calibrate, detector_threshold
+from pipeline.detect.calibrate import Calibrated, calibrate, corpus_k, detector_threshold
+from pipeline.detect.density import K
 from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
@@ -95,6 +96,9 @@ def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: s
     if plan.in_corpus:
         reference, ids, total = reference_sample(out, stems, size)
         log(f"{prog}: in-corpus reference: {len(ids)} of {total} scored samples (lowest hash of stem/key)")
+        if corpus_k(len(ids)) < K:
+            log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its "
+                f"{corpus_k(len(ids))} nearest")
     else:
         reference, ids = np.empty((0, clean.bank_embeddings.shape[1]), np.float16), np.empty(0, np.uint64)
     try:

@@ -103,7 +103,7 @@ def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_d
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra,asked", [([], "(slof:bank, norm:bank, ensemble) of --detectors ensemble (the default)"),
+@pytest.mark.parametrize("extra,asked", [([], "(slof:bank, norm:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
                                          (["--detectors", "kdist"], "(kdist) of --detectors kdist")])
 def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path, cifar_shard_dir, tiny_decoder,
                                                          capsys):
