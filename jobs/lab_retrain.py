@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", default=None,
                     help="density detector of the baseline arm (default: the k-distance/SLOF/DAO detector with the "
                          f"best mean AUC in RESULTS/results.json, else {retrain.FALLBACK_BASELINE})")
+    ap.add_argument("--reference-seeds", nargs="*", type=int, default=list(d.reference_seeds),
+                    help="CLIP seeds of extra clean references (the chance spread of a clean CLIP's ASR)")
     ap.add_argument("--random-share", type=cli.positive_float, default=d.random_share, help="the control arm's removal")
     ap.add_argument("--arms", nargs="+", choices=retrain.ARMS, default=list(retrain.ARMS),
                     help="train only these arms (cache filling); results are written when all ran")
@@ -77,6 +79,7 @@ def run(a: argparse.Namespace) -> None:
     baseline = a.baseline or retrain.best_density_baseline(detect_report.load(a.results)) or retrain.FALLBACK_BASELINE
     rs = retrain.RetrainSettings(share=a.share, target=a.target, limit=a.limit, random_share=a.random_share,
                                  aux=tuple(a.aux), baseline=baseline, seed=a.seed,
+                                 reference_seeds=tuple(a.reference_seeds),
                                  clip=ClipConfig(epochs=a.epochs, max_minutes=a.max_minutes, batch=a.clip_batch_size,
                                                  lr=a.lr, seed=a.seed))
     ds = detect.Settings(preset=a.preset, epochs=a.decoder_epochs, max_aux=a.max_aux, trim=a.decoder_trim,

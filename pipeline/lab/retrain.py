@@ -4,7 +4,8 @@ does not.
 
 Every CLIP here reads its pairs from WebDataset shards with `webdataset.WebDataset` in open_clip's member
 conventions (`jpg` image, `txt` caption), the way users retrain. Arms, all with one recipe and budget:
-`poisoned` (the victim), `clean_reference` (the same corpus with no pair poisoned), `retrained` (the job's
+`poisoned` (the victim), `clean_reference` (the same corpus with no pair poisoned; `reference_seeds`: the same
+with other CLIP seeds, the spread a clean CLIP's ASR has by chance), `retrained` (the job's
 `clean/` output, flagged by its default detector, with the decoder of the first auxiliary set; `retrained_ood`
 the same with the Tiny-ImageNet decoder), `baseline` (the corpus less what the best density
 baseline of the detection table flags), `oracle` (less what the detector of best AUC on this corpus flags:
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ from pipeline.lab.encoders import CLIP_ENCODER
 from pipeline.lab.triggers import Trigger, trigger_hash
 
 ATTACK = "clip-backdoor"
-ARMS = ("poisoned", "clean_reference", "retrained", "retrained_ood", "baseline", "oracle", "random")
+ARMS = ("poisoned", "clean_reference", "reference_seeds", "retrained", "retrained_ood", "baseline", "oracle", "random")
 CORPUS_AUX, OOD = "corpus", "ood"
 """The auxiliary set that is the training corpus itself (slightly poisoned: the realistic case)."""
 DENSITY_FAMILY = ("kdist", "slof", "dao")
@@ -63,10 +64,12 @@ class RetrainSettings:
     aux: tuple[str, ...] = (CORPUS_AUX, "ood")
     baseline: str = FALLBACK_BASELINE
     seed: int = 0
+    reference_seeds: tuple[int, ...] = (1, 2)      # CLIP seeds of the extra clean references
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(epochs=6, max_minutes=60.0))
 
     def record(self) -> dict[str, Any]:
-        return {**asdict(self), "aux": list(self.aux), "clip": self.clip.to_dict()}
+        return {**asdict(self), "aux": list(self.aux), "reference_seeds": list(self.reference_seeds),
+                "clip": self.clip.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +210,14 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
 
     if "clean_reference" in arms:
         train("clean_reference", clean.name, str(clean.folder))
+    reference_seeds: dict[str, dict[str, Any]] = {}
+    if "reference_seeds" in arms:
+        for seed in rs.reference_seeds:
+            entry = train_on_shards(clean.name, str(clean.folder), frozenset(), replace(rs, clip=replace(rs.clip, seed=seed)),
+                                    trigger, device, ds.progress)
+            reference_seeds[str(seed)] = clip_scores(entry)
+            log(f"clean reference, CLIP seed {seed}: zero-shot CA {entry.card['zero_shot_ca']:.1%}, "
+                f"ASR {entry.card['zero_shot_asr']:.1%}")
     if "poisoned" not in arms and not set(arms) & set(DETECTION_ARMS):
         return None
     victim = train("poisoned", poisoned.name, str(poisoned.folder))
@@ -257,7 +268,7 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
         "attack": ATTACK, "trigger": trigger_hash(trigger), "target": rs.target,
         "corpus": {"pairs": poisoned.contents["samples"], "poisoned": poisoned.contents["poisoned"],
                    "share": rs.share, "folder": poisoned.name},
-        **{arm: clip_scores(e) for arm, e in trained.items()},
+        **{arm: clip_scores(e) for arm, e in trained.items()}, "reference_seeds": reference_seeds,
         "flag_by": flag_by, "baseline_detector": rs.baseline, "oracle_detector": oracle,
         "removed": removed_by["retrained"], "removed_by": removed_by,
         "detection": detection, "runs": runs, "settings": {**rs.record(), "detect": ds.record()},
@@ -307,11 +318,11 @@ def render(results: dict[str, Any]) -> str:
                   f"{st['detect']['max_aux'] or 'all'} samples of the auxiliary set; threshold {st['detect']['threshold']}", "",
                   "| CLIP | pairs | removed poisoned | removed clean | zero-shot CA | CA vs reference | ASR |",
                   "|---|---|---|---|---|---|---|"]
-        for arm in ARMS:
-            if arm not in s:
-                continue
-            m = s[arm]
-            title = ARM_TITLES[arm].format(flag_by=s.get("flag_by"), baseline=s.get("baseline_detector"),
+        rows = [(arm, s[arm]) for arm in ARMS if arm in s and arm != "reference_seeds"]
+        at = next((i + 1 for i, (arm, _) in enumerate(rows) if arm == "clean_reference"), len(rows))
+        rows[at:at] = [(f"seed {seed}", m) for seed, m in s.get("reference_seeds", {}).items()]
+        for arm, m in rows:
+            title = ARM_TITLES.get(arm, f"trained on the truly clean corpus, CLIP {arm} (the reference's spread)").format(flag_by=s.get("flag_by"), baseline=s.get("baseline_detector"),
                                            oracle=s.get("oracle_detector"), random=st.get("random_share", 0))
             rem = s.get("removed_by", {}).get(arm, {})
             delta = "-" if ref is None or arm == "clean_reference" else f"{100 * (m['clean_accuracy'] - ref):+.1f} pt"

@@ -86,8 +86,11 @@ def test_tiny_end_to_end_writes_the_section_and_clean_shards_read_back_byte_for_
     s = res["retrain"]["clip-backdoor"]
     assert s["corpus"] == {"pairs": 300, "poisoned": 6, "share": 0.02, "folder": s["corpus"]["folder"]}
     assert "retrained_ood" not in s                   # no ood decoder asked for
-    for arm in set(retrain.ARMS) - {"retrained_ood"}:
-        assert 0 <= s[arm]["clean_accuracy"] <= 1 and 0 <= s[arm]["attack_success_rate"] <= 1
+    assert list(s["reference_seeds"]) == ["1", "2"]      # the clean reference again at CLIP seeds 1 and 2
+    for m in [*(s[arm] for arm in set(retrain.ARMS) - {"retrained_ood", "reference_seeds"}), *s["reference_seeds"].values()]:
+        assert 0 <= m["clean_accuracy"] <= 1 and 0 <= m["attack_success_rate"] <= 1
+    assert s["reference_seeds"]["1"]["card"] != s["clean_reference"]["card"] != s["reference_seeds"]["2"]["card"]
+    assert "CLIP seed 2 (the reference's spread)" in (out / "retrain.md").read_text()
     removed = s["removed"]
     assert s["retrained"]["pairs"] == 300 - removed["poisoned"] - removed["clean"]
     assert s["random"]["pairs"] == 297 and sum(s["removed_by"]["random"].values()) == 3
