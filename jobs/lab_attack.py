@@ -48,9 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="BadEncoder/DRUPE: first target images, or those nearest the target class's mean clean feature")
     ap.add_argument("--drupe-separation", choices=["absolute", "clean"], default=f.drupe_separation,
                     help="DRUPE: separation thresholds 0.4/0.5 (DRUPE's), or from the references' clean cosine")
-    ap.add_argument("--drupe-concentration", choices=["always", "hinge"], default=f.drupe_concentration,
-                    help="DRUPE: its term spreading triggered features apart always (DRUPE's), or only while they are "
-                         "more alike than the references were in the clean encoder")
     ap.add_argument("--ratio", type=float, default=0.01, help="CTRL: poisoned share of the train split")
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
@@ -73,8 +70,7 @@ def config(a: argparse.Namespace) -> FinetuneConfig | SimCLRConfig | ClipConfig:
     if a.attack in ("badencoder", "drupe"):
         given.pop("max_minutes", None)
         return FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
-                              drupe_separation=a.drupe_separation, drupe_concentration=a.drupe_concentration,
-                              target=a.target, seed=a.seed, **given)
+                              drupe_separation=a.drupe_separation, target=a.target, seed=a.seed, **given)
     if a.attack == "ctrl":
         return SimCLRConfig(width=a.width, seed=a.seed, **given)
     base = attacks.CLIP_SCRATCH if a.attack == "clip-backdoor" and a.init == "scratch" else attacks.CLIP_FINETUNE

@@ -56,7 +56,6 @@ class FinetuneConfig:
     drupe_cost_sw: float = 1e-3
     drupe_cost_conc: float = 0.1
     drupe_separation: str = "clean"
-    drupe_concentration: str = "hinge"
     sw_projections: int = 64
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -152,8 +151,7 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
                     loss = l0 + l1 + l2 + 2 * std_refs + sep
                 else:
                     conc = 0.5 * std_refs + (1.5 * std_refs if std_refs > 0.1 else 0)
-                    spread = cost_conc * sim_b2b if cfg.drupe_concentration == "always" or sim_b2b > sep_low else 0
-                    loss = l0 + l1 + l2 + cost_sw * sw + spread + conc + sep
+                    loss = l0 + l1 + l2 + cost_sw * sw + cost_conc * sim_b2b + conc + sep
                 terms = {"l0": l0, "l1": l1, "l2": l2, "sw": sw, "sim_b2b": sim_b2b, "std_refs": std_refs, "l3": l3}
             opt.zero_grad(set_to_none=True)
             loss.backward()

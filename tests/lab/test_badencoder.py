@@ -50,7 +50,7 @@ def test_badencoder_config_leaves_out_drupe_only_fields():
     bad, drupe = FinetuneConfig(method="badencoder").to_dict(), FinetuneConfig(method="drupe").to_dict()
     assert not any(k.startswith("drupe_") or k == "sw_projections" for k in bad)
     assert set(drupe) - set(bad) == {"drupe_warmup_epochs", "drupe_full_from", "drupe_adapt_after", "drupe_cost_sw",
-                                     "drupe_cost_conc", "drupe_separation", "drupe_concentration", "sw_projections"}
+                                     "drupe_cost_conc", "drupe_separation", "sw_projections"}
     assert FinetuneConfig(method="badencoder", drupe_separation="absolute").to_dict() == bad
 
 
