@@ -83,20 +83,29 @@ def test_attempts_are_counted_across_deaths_and_bounded(tmp_path):
     assert row["failed"] == "gave up after 3 attempts: the process scoring it died each time (out of memory?)"
 
 
-def test_a_shard_whose_actor_keeps_dying_is_reported_by_name(tmp_path, corpus, tiny_decoder, ray_session):
+@pytest.mark.parametrize("detectors", [[], ["--ensemble", "dede,slof:bank,norm:bank"]],
+                         ids=["default-in-corpus", "bank-only"])
+def test_a_shard_whose_actor_keeps_dying_is_reported_by_name(detectors, tmp_path, corpus, tiny_decoder, ray_session):
+    """The others are split when every detector is fitted on the decoder's reference alone; with an in-corpus one
+    (the default's kdist-dense) they are scored but not split, since its reference sample needs every shard."""
     out = tmp_path / "out"
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "job" / "dying_actor_script.py"), address, "000001", "--",
          "--input", str(corpus), "--decoder", tiny_decoder, "--out", str(out), "--batch-size", "10",
-         "--actors", "1", "--max-attempts", "2", "--no-progress"],
+         "--actors", "1", "--max-attempts", "2", "--no-progress", *detectors],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("score_corpus: error:")]
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "1 of 3 shards failed (000001: gave up after 2 attempts: the process scoring it died" in lines[0]
-    assert sorted(p.name for p in (out / "stats").glob("*.json")) == ["000000.json", "000002.json"]
-    assert json.loads((out / "stats" / "000000.json").read_text())["flag_by"] == "ensemble"   # the default: split
+    assert sorted(p.name for p in (out / "scores").glob("*.parquet")) == ["000000.parquet", "000002.parquet"]
+    stats = sorted(p.name for p in (out / "stats").glob("*.json"))
+    if detectors:
+        assert stats == ["000000.json", "000002.json"]
+        assert json.loads((out / "stats" / "000000.json").read_text())["flag_by"] == "ensemble"
+    else:
+        assert stats == [] and "the others are scored but not split" in lines[0]
     assert not (out / "run.json").exists()
 
 
