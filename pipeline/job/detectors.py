@@ -96,9 +96,9 @@ def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: s
     if plan.in_corpus:
         reference, ids, total = reference_sample(out, stems, size)
         log(f"{prog}: in-corpus reference: {len(ids)} of {total} scored samples (lowest hash of stem/key)")
-        if corpus_k(len(ids)) < K:
-            log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its "
-                f"{corpus_k(len(ids))} nearest")
+        k = corpus_k(len(ids))
+        if k < K:
+            log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its {k} nearest")
     else:
         reference, ids = np.empty((0, clean.bank_embeddings.shape[1]), np.float16), np.empty(0, np.uint64)
     try:

@@ -202,22 +202,22 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
         f"clean reference {clean.name}")
     trained: dict[str, Entry] = {}
 
+    def fit(label: str, data: str, inputs: str | list[str], drop: frozenset[str] = frozenset(),
+            settings: RetrainSettings = rs) -> Entry:
+        log(f"{label}: the CLIP on {data} less {len(drop)} pairs")
+        entry = train_on_shards(data, inputs, drop, settings, trigger, device, ds.progress)
+        log(f"{label}: zero-shot CA {entry.card['zero_shot_ca']:.1%}, ASR {entry.card['zero_shot_asr']:.1%}")
+        return entry
+
     def train(arm: str, data: str, inputs: str | list[str], drop: frozenset[str] = frozenset()) -> Entry:
-        log(f"{arm}: the CLIP on {data} less {len(drop)} pairs")
-        trained[arm] = train_on_shards(data, inputs, drop, rs, trigger, device, ds.progress)
-        log(f"{arm}: zero-shot CA {trained[arm].card['zero_shot_ca']:.1%}, ASR {trained[arm].card['zero_shot_asr']:.1%}")
+        trained[arm] = fit(arm, data, inputs, drop)
         return trained[arm]
 
     if "clean_reference" in arms:
         train("clean_reference", clean.name, str(clean.folder))
-    reference_seeds: dict[str, dict[str, Any]] = {}
-    if "reference_seeds" in arms:
-        for seed in rs.reference_seeds:
-            entry = train_on_shards(clean.name, str(clean.folder), frozenset(), replace(rs, clip=replace(rs.clip, seed=seed)),
-                                    trigger, device, ds.progress)
-            reference_seeds[str(seed)] = clip_scores(entry)
-            log(f"clean reference, CLIP seed {seed}: zero-shot CA {entry.card['zero_shot_ca']:.1%}, "
-                f"ASR {entry.card['zero_shot_asr']:.1%}")
+    reference_seeds = {str(seed): clip_scores(fit(f"clean reference, CLIP seed {seed}", clean.name, str(clean.folder),
+                                                  settings=replace(rs, clip=replace(rs.clip, seed=seed))))
+                       for seed in (rs.reference_seeds if "reference_seeds" in arms else ())}
     if "poisoned" not in arms and not set(arms) & set(DETECTION_ARMS):
         return None
     victim = train("poisoned", poisoned.name, str(poisoned.folder))
@@ -318,12 +318,16 @@ def render(results: dict[str, Any]) -> str:
                   f"{st['detect']['max_aux'] or 'all'} samples of the auxiliary set; threshold {st['detect']['threshold']}", "",
                   "| CLIP | pairs | removed poisoned | removed clean | zero-shot CA | CA vs reference | ASR |",
                   "|---|---|---|---|---|---|---|"]
-        rows = [(arm, s[arm]) for arm in ARMS if arm in s and arm != "reference_seeds"]
-        at = next((i + 1 for i, (arm, _) in enumerate(rows) if arm == "clean_reference"), len(rows))
-        rows[at:at] = [(f"seed {seed}", m) for seed, m in s.get("reference_seeds", {}).items()]
+        rows = []
+        for arm in ARMS:                     # the extra clean references right after the reference, in ARMS's order
+            if arm == "reference_seeds":
+                rows += [(f"seed {seed}", m) for seed, m in s.get(arm, {}).items()]
+            elif arm in s:
+                rows.append((arm, s[arm]))
         for arm, m in rows:
-            title = ARM_TITLES.get(arm, f"trained on the truly clean corpus, CLIP {arm} (the reference's spread)").format(flag_by=s.get("flag_by"), baseline=s.get("baseline_detector"),
-                                           oracle=s.get("oracle_detector"), random=st.get("random_share", 0))
+            title = (ARM_TITLES[arm].format(flag_by=s.get("flag_by"), baseline=s.get("baseline_detector"),
+                                            oracle=s.get("oracle_detector"), random=st.get("random_share", 0))
+                     if arm in ARM_TITLES else f"trained on the truly clean corpus, CLIP {arm} (the reference's spread)")
             rem = s.get("removed_by", {}).get(arm, {})
             delta = "-" if ref is None or arm == "clean_reference" else f"{100 * (m['clean_accuracy'] - ref):+.1f} pt"
             lines.append(f"| {title} | {m['pairs']:,} | {rem.get('poisoned', '-')} | {rem.get('clean', '-')} | "
