@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score runs leave this share of the bank's most outlying rows out "
                          "(score_corpus --bank-trim; default %(default)s, the product's)")
     ap.add_argument("--ablation", metavar="NAME", default=None,
-                    help="record this measurement as arm NAME of results.json's ablations (the test pools only), "
-                         "not in the main table")
+                    help="record this measurement as arm NAME of results.json's ablations (test and validation pools; "
+                         "no downstream), not in the main table: an arm is kept on its validation rows")
     ap.add_argument("--max-aux", type=cli.positive_int, default=None,
                     help="use the first N auxiliary images (a seeded uniform subset)")
     ap.add_argument("--pool-scale", type=_scale, default=1.0,
@@ -112,7 +112,7 @@ def run(a: argparse.Namespace) -> None:
         results = detect_report.merge(old, {}, detect_report.meta(a.argv), calibration=cal)
     elif a.ablation:
         victims = detect.resolve_victims(a.attacks, detect.parse_victims(a.victim))
-        attacks = detect.measure(victims, a.aux, settings, pools=[p for p in a.pools if p in POOLS])
+        attacks = detect.measure(victims, a.aux, settings, pools=[p for p in a.pools if p != DOWNSTREAM_POOL])
         results = detect_report.merge_ablation(old, a.ablation, attacks, detect_report.meta(a.argv), settings.record())
     else:
         victims = detect.resolve_victims(a.attacks, detect.parse_victims(a.victim))
