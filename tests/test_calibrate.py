@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import calibration_summary, fpr_threshold
-from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus, trim_bank
+from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus, pseudo_k, trim_bank
 from pipeline.detect.ensemble import percentile, rank_fusion
 from pipeline.detect.knn import knn
 from pipeline.detect.registry import fit
@@ -165,3 +165,18 @@ def test_knn_excludes_each_query_by_id_even_among_exact_duplicates():
     # fitted density detectors: a query that is a reference row gets that row's own neighbourhood
     det = fit(["kdist"], ref, ref_ids)["kdist"]
     np.testing.assert_allclose(det(ref[:5], ref_ids[:5]), fit(["kdist"], ref)["kdist"](ref, np.arange(50))[:5])
+
+
+def test_a_corpus_reference_larger_than_the_pseudo_corpus_keeps_the_dense_members_clean_fpr():
+    rng = np.random.default_rng(5)
+    clean = clean_reference(rng, 1000, 1000)                             # a pseudo-corpus of 2,000 rows
+    x = rng.normal(size=(10_000, D)).astype(np.float16)                  # a clean corpus five times larger
+    ids = np.arange(len(x), dtype=np.uint64)
+    assert pseudo_k(16, 2000, 10_000) == 3 and pseudo_k(16, 10_000, 10_000) == 16 and pseudo_k(16, 5, 10**6) == 1
+    plan = plan_detectors("kdist-dense")
+    cal = calibrate(plan, clean, x, ids, calibration_summary(clean.holdout_scores, 1.0))
+    expected = fit(["kdist-dense"], pseudo_corpus(clean, len(x)), k=3)["kdist-dense"](clean.holdout_embeddings,
+                                                                                     np.arange(1000))
+    np.testing.assert_allclose(cal.holdout["kdist-dense"], expected)
+    s = cal.suite.score(x, ids, np.zeros(len(x)))["kdist-dense"]
+    assert 0.001 <= (s > detector_threshold("fpr:0.01", "kdist-dense", cal.calibrations["kdist-dense"])).mean() <= 0.015

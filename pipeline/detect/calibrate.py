@@ -75,6 +75,13 @@ def corpus_k(rows: int, k: int = K) -> int:
     return max(1, min(k, rows - 1))
 
 
+def pseudo_k(k: int, pseudo_rows: int, corpus_rows: int) -> int:
+    """The pseudo-corpus's neighbours: the corpus's `k` scaled by the two sizes, so the k-th neighbour holds the
+    same share of either. At the corpus's k a smaller pseudo-corpus has wider neighbourhoods, so clean corpus rows
+    read as denser than every clean hold-out row and the dense members flag them above the asked rate."""
+    return max(1, min(k, round(k * (pseudo_rows - 1) / max(corpus_rows - 1, 1))))
+
+
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
     if not names:
         return {}
@@ -87,8 +94,8 @@ def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: 
 def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, reference_ids: np.ndarray,
               dede: Calibration, k: int = K, bank_trim: float = 0.0) -> Calibrated:
     """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`; in-corpus density with
-    `corpus_k` neighbours) and the bank (less `bank_trim` of it, `trim_bank`), and calibrate each on the hold-out;
-    `dede` is the decoder's calibration. BadInput when a reference is too small."""
+    `corpus_k` neighbours, its pseudo-corpus with `pseudo_k`) and the bank (less `bank_trim` of it, `trim_bank`),
+    and calibrate each on the hold-out; `dede` is the decoder's calibration. BadInput when a reference is too small."""
     n = len(clean.holdout_scores)
     if plan.members and n < 2:
         raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
@@ -98,8 +105,9 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     pseudo = pseudo_corpus(clean, len(reference))
     k_in = corpus_k(len(reference), k)
     corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k_in)
-    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k_in), bank, None,
-                                relative)
+    k_pseudo = pseudo_k(k_in, len(pseudo), len(reference))
+    clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k_pseudo), bank,
+                                None, relative)
     holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores, clean.holdout_difficulty)
     ensemble = None
     if plan.members:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pipeline.corpus.limits import Limits
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy
-from pipeline.detect.calibrate import Calibrated, calibrate, corpus_k, detector_threshold
+from pipeline.detect.calibrate import Calibrated, calibrate, corpus_k, detector_threshold, pseudo_corpus, pseudo_k
 from pipeline.detect.density import K
 from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
@@ -99,6 +99,10 @@ def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: s
         k = corpus_k(len(ids))
         if k < K:
             log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its {k} nearest")
+        pseudo = len(pseudo_corpus(clean, len(ids)))
+        if pseudo_k(k, pseudo, len(ids)) < k:
+            log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and bank) with their "
+                f"{pseudo_k(k, pseudo, len(ids))} nearest, the corpus reference's {k} scaled to their number")
     else:
         reference, ids = np.empty((0, clean.bank_embeddings.shape[1]), np.float16), np.empty(0, np.uint64)
     try:

@@ -44,6 +44,9 @@ CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
 FORMAT = 1
 """Bumped when what a cached decoder or score run of this measurement means changes."""
+RUN_FORMAT = 2
+"""Bumped when what a cached score run means changes (2: the in-corpus members' pseudo-corpus neighbours scale with
+its size, `pipeline.detect.calibrate.pseudo_k`)."""
 Log = Callable[[str], None]
 
 
@@ -326,7 +329,7 @@ def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, A
     return {"kind": "score", "decoder": decoder.name, "pool": pool.name, "threshold": settings.threshold,
             "detectors": settings.job_detectors, "flag_by": settings.flag_by if job_has("flag_by") else None,
             "ensemble": list(settings.ensemble or DEFAULT_ENSEMBLE), "fusion": settings.fusion or DEFAULT_FUSION,
-            "format": FORMAT, **settings.bank_trimmed()}
+            "format": FORMAT, "run_format": RUN_FORMAT, **settings.bank_trimmed()}
 
 
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
