@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=cli.positive_int, default=256)
     ap.add_argument("--trim", type=float, default=0.0,
                     help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
+    ap.add_argument("--train-mask-ratio", type=float, default=None,
+                    help="decoders train at this mask ratio instead of the preset's 0.9 (train_decoder --train-mask-ratio; "
+                         "0.99: the scoring regime, no patch visible)")
     ap.add_argument("--bank-trim", type=float, default=detect.Settings.bank_trim,
                     help="score runs leave this share of the bank's most outlying rows out "
                          "(score_corpus --bank-trim; default %(default)s, the product's)")
@@ -98,7 +101,7 @@ def run(a: argparse.Namespace) -> None:
     if a.threads is not None and a.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {a.threads}")
     settings = detect.Settings(preset=a.preset, epochs=a.epochs, max_aux=a.max_aux, batch_size=a.batch_size,
-                               trim=a.trim, bank_trim=a.bank_trim, pool_seed=a.seed, pool_scale=a.pool_scale,
+                               trim=a.trim, train_mask_ratio=a.train_mask_ratio, bank_trim=a.bank_trim, pool_seed=a.seed, pool_scale=a.pool_scale,
                                threshold=a.threshold,
                                detectors=tuple(a.detectors), flag_by=a.flag_by,
                                ensemble=tuple(n.strip() for n in a.ensemble.split(",")) if a.ensemble else None,

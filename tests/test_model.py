@@ -3,6 +3,7 @@ import torch
 
 from pipeline.dede.model import DeDe, DeDeConfig, create_dede, masked_mse, masked_sse
 from pipeline.dede.scorer import key_noise
+from pipeline.errors import BadInput
 
 
 def small(**kw) -> DeDe:
@@ -74,6 +75,10 @@ def test_bad_config_errors():
         DeDe(DeDeConfig(victim_dim=4, width=10, encoder_heads=3))
     with pytest.raises(ValueError, match="victim_dim is not set"):
         create_dede("tiny")
+    for ratio in (1.5, -0.1, float("nan")):
+        with pytest.raises(BadInput, match=r"--train-mask-ratio must be in \[0, 1\]"):
+            DeDeConfig.preset("small", train_mask_ratio=ratio)
+    assert DeDeConfig.preset("small", test_mask_ratio=1.0).test_mask_ratio == 1.0
 
 
 def test_at_resolution_keeps_a_decoder_small_beside_a_larger_encoder():

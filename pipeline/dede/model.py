@@ -34,6 +34,11 @@ class DeDeConfig:
     train_mask_ratio: float = 0.9
     test_mask_ratio: float = 0.99
 
+    def __post_init__(self) -> None:
+        for name in ("train_mask_ratio", "test_mask_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise BadInput(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+
     @classmethod
     def preset(cls, name: str, **overrides) -> DeDeConfig:
         """A named size (`PRESETS`: tiny, small, paper) with any field overridden."""

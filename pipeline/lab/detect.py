@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.dede.config import load_decoder_config
+from pipeline.dede.model import DeDeConfig
 from pipeline.dede.thresholds import parse_threshold
 from pipeline.dede.train import QUANTILE_HOLDOUT, STATE, TrainConfig, train_decoder
 from pipeline.detect.ensemble import DEFAULT_FUSION
@@ -189,6 +190,7 @@ class Settings:
     max_aux: int | None = None
     batch_size: int = 256
     trim: float = 0.0
+    train_mask_ratio: float | None = None          # None: the preset's (0.9)
     bank_trim: float = DEFAULT_BANK_TRIM
     pool_seed: int = 0
     pool_scale: float = 1.0
@@ -204,7 +206,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         parse_threshold(self.threshold)
-        TrainConfig(encoder="", data=[], out="", trim=self.trim, model=self.preset)   # bad decoder flags, likewise
+        TrainConfig(encoder="", data=[], out="", trim=self.trim, model=self.model())   # bad decoder flags, likewise
         if not 0 < self.pool_scale <= 1:
             raise BadInput(f"--pool-scale must be in (0, 1], got {self.pool_scale}")
         JobConfig(**self.job_kwargs(["unused"], "unused", "unused")).validate()   # bad job flags fail before any work
@@ -239,7 +241,7 @@ class Settings:
         """What results.json records: the flags that change results."""
         return {"preset": self.preset, "epochs": self.epochs, "max_aux": self.max_aux, "batch_size": self.batch_size,
                 "pool_seed": self.pool_seed, "pool_scale": self.pool_scale, "threshold": self.threshold,
-                "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by, **self.trimmed(),
+                "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by, **self.trimmed(), **self.masked(),
                 **self.bank_trimmed(), **self.fused()}
 
     def fused(self) -> dict[str, Any]:
@@ -247,6 +249,17 @@ class Settings:
         the options existed)."""
         return {**({"ensemble": list(self.ensemble)} if self.ensemble else {}),
                 **({"fusion": self.fusion} if self.fusion else {})}
+
+    def model(self) -> DeDeConfig | str:
+        """The decoders' architecture: the preset's name, or its config with the training mask ratio asked for."""
+        if self.train_mask_ratio is None:
+            return self.preset
+        return DeDeConfig.preset(self.preset, train_mask_ratio=self.train_mask_ratio)
+
+    def masked(self) -> dict[str, float]:
+        """{"train_mask_ratio": r} when decoders train at another mask ratio than the preset's; {} otherwise (hashes
+        and records as before the option existed)."""
+        return {} if self.train_mask_ratio is None else {"train_mask_ratio": self.train_mask_ratio}
 
     def trimmed(self) -> dict[str, float]:
         """{"trim": share} when decoders train with a trimmed loss; {} otherwise, so untrimmed hashes and
@@ -273,7 +286,7 @@ def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int
     return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "preset": settings.preset,
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
             "job_detectors": job_has("detectors"), "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT,
-            **settings.trimmed()}
+            **settings.trimmed(), **settings.masked()}
 
 
 def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings, seed: int = 0,
@@ -287,12 +300,12 @@ def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings
         folder.mkdir(parents=True, exist_ok=True)
         train_decoder(TrainConfig(encoder=spec, data=[str(aux.folder)], out=str(folder), epochs=settings.epochs,
                                   batch_size=settings.batch_size, max_samples=settings.max_aux, subset="first", seed=seed,
-                                  device=_device(settings), model=settings.preset, trim=settings.trim,
+                                  device=_device(settings), model=settings.model(), trim=settings.trim,
                                   resume=(folder / STATE).exists(), progress=settings.progress))
     dc = load_decoder_config(str(folder))
     t = dc.training
     info = {"folder": folder.name, "preset": settings.preset, "epochs": t.epochs, "batch_size": t.batch_size,
-            **settings.trimmed(),
+            **settings.trimmed(), **settings.masked(),
             "lr": t.lr, "seed": t.seed, "max_samples": t.max_samples, "n_train": dc.data.n_train,
             "n_holdout": dc.data.n_holdout, "final_loss": t.final_loss, "minutes": t.minutes, "device": t.device,
             "aux": aux.contents.get("aux"), "aux_folder": aux.name}
