@@ -10,7 +10,8 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import calibration_summary, fpr_threshold
-from pipeline.detect.calibrate import calibrate, detector_threshold, pseudo_corpus, pseudo_k, trim_bank
+from pipeline.detect.calibrate import (aux_shift, calibrate, detector_threshold, pseudo_corpus, pseudo_k,
+                                      shift_tolerance, trim_bank)
 from pipeline.detect.ensemble import percentile, rank_fusion
 from pipeline.detect.knn import knn
 from pipeline.detect.registry import fit
@@ -180,3 +181,13 @@ def test_a_corpus_reference_larger_than_the_pseudo_corpus_keeps_the_dense_member
     np.testing.assert_allclose(cal.holdout["kdist-dense"], expected)
     s = cal.suite.score(x, ids, np.zeros(len(x)))["kdist-dense"]
     assert 0.001 <= (s > detector_threshold("fpr:0.01", "kdist-dense", cal.calibrations["kdist-dense"])).mean() <= 0.015
+
+
+def test_aux_shift_is_a_half_for_a_corpus_drawn_like_the_auxiliary_set_and_more_for_one_drawn_elsewhere():
+    rng = np.random.default_rng(6)
+    clean = clean_reference(rng, 2000, 8000)
+    alike, elsewhere = rng.normal(size=(10_000, D)), rng.normal(loc=0.3, size=(10_000, D))
+    tol = shift_tolerance(10_000, 2000)
+    assert tol == 0.05 and shift_tolerance(100, 2000) == pytest.approx(3 * math.sqrt(0.25 / 100 + 0.25 / 2000))
+    assert abs(aux_shift(clean, alike) - 0.5) < tol < aux_shift(clean, elsewhere) - 0.5
+    assert aux_shift(clean_reference(rng, 10, 16), alike) is None                 # a bank of k rows: no k-distance

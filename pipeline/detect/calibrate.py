@@ -82,6 +82,21 @@ def pseudo_k(k: int, pseudo_rows: int, corpus_rows: int) -> int:
     return max(1, min(k, round(k * (pseudo_rows - 1) / max(corpus_rows - 1, 1))))
 
 
+def aux_shift(clean: CleanReference, reference: np.ndarray, k: int = K) -> float | None:
+    """Share of the corpus reference rows farther from the bank (k-distance) than the clean hold-out's median row:
+    about 0.5 where the auxiliary set is drawn like the corpus, more where the corpus lies elsewhere, and then the
+    thresholds calibrated on the auxiliary set need not hold their rate. None when the bank or the sample is too small."""
+    if len(clean.bank_embeddings) <= k or not len(reference) or not len(clean.holdout_embeddings):
+        return None
+    kdist = fit(["kdist"], clean.bank_embeddings, None, k)["kdist"]
+    return float((kdist(reference, None) > np.median(kdist(clean.holdout_embeddings, None))).mean())
+
+
+def shift_tolerance(corpus_rows: int, holdout_rows: int) -> float:
+    """How far above 0.5 `aux_shift` may lie by chance: three standard errors of the two shares, and at least 0.05."""
+    return max(0.05, 3 * math.sqrt(0.25 / corpus_rows + 0.25 / holdout_rows))
+
+
 def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: str, k: int) -> dict[str, Detector]:
     if not names:
         return {}

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from pipeline.corpus.limits import Limits
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy
-from pipeline.detect.calibrate import Calibrated, calibrate, corpus_k, detector_threshold, pseudo_corpus, pseudo_k
+from pipeline.detect.calibrate import (Calibrated, aux_shift, calibrate, corpus_k, detector_threshold, pseudo_corpus,
+                                      pseudo_k, shift_tolerance)
 from pipeline.detect.density import K
 from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
@@ -29,6 +30,7 @@ EMBEDDING = "embedding"
 DIFFICULTY = "difficulty"
 BATCH_ROWS = 65536
 PARALLEL_READS = 16
+SHIFT_SAMPLE = 10_000        # reference rows the auxiliary-shift check compares with the bank (ordered by id hash: a uniform draw)
 
 
 def row_ids(stem: str, keys: list[str]) -> np.ndarray:
@@ -89,6 +91,26 @@ def reference_sample(out: str, stems: list[str], size: int) -> tuple[np.ndarray,
     return emb[order], ids[order], total
 
 
+def _check_reference(clean: CleanReference, reference: np.ndarray, log, prog: str) -> None:
+    """Log how in-corpus density is calibrated where it departs from the usual, and warn when the corpus lies
+    farther from the auxiliary set than the hold-out does (`aux_shift` on at most SHIFT_SAMPLE reference rows)."""
+    rows = len(reference)
+    k = corpus_k(rows)
+    if k < K:
+        log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its {k} nearest")
+    pseudo = len(pseudo_corpus(clean, rows))
+    if pseudo_k(k, pseudo, rows) < k:
+        log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and bank) with their "
+            f"{pseudo_k(k, pseudo, rows)} nearest, the corpus reference's {k} scaled to their number")
+    sample = reference[:SHIFT_SAMPLE]
+    shift = aux_shift(clean, sample)
+    if shift is not None and shift > 0.5 + shift_tolerance(len(sample), len(clean.holdout_embeddings)):
+        log(f"{prog}: warning: the corpus lies farther from the auxiliary set than its own hold-out does ({shift:.0%} "
+            f"of the reference sample is farther from the bank than the hold-out's median row, 50% expected): the "
+            f"thresholds calibrated on it may flag more or fewer clean rows than asked; auxiliary data drawn like "
+            f"the corpus keeps them")
+
+
 def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: str, stems: list[str],
             size: int, log, prog: str = "score_corpus", bank_trim: float = 0.0) -> Calibrated:
     """The run's detectors fitted on the corpus reference sample (of `size` rows at most) and the bank,
@@ -96,13 +118,7 @@ def prepare(plan: DetectorPlan, clean: CleanReference, dede: Calibration, out: s
     if plan.in_corpus:
         reference, ids, total = reference_sample(out, stems, size)
         log(f"{prog}: in-corpus reference: {len(ids)} of {total} scored samples (lowest hash of stem/key)")
-        k = corpus_k(len(ids))
-        if k < K:
-            log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its {k} nearest")
-        pseudo = len(pseudo_corpus(clean, len(ids)))
-        if pseudo_k(k, pseudo, len(ids)) < k:
-            log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and bank) with their "
-                f"{pseudo_k(k, pseudo, len(ids))} nearest, the corpus reference's {k} scaled to their number")
+        _check_reference(clean, reference, log, prog)
     else:
         reference, ids = np.empty((0, clean.bank_embeddings.shape[1]), np.float16), np.empty(0, np.uint64)
     try:
