@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--trim", type=float, default=0.0,
                     help="decoders leave out this share of each batch's highest-error images (train_decoder --trim)")
     ap.add_argument("--train-mask-ratio", type=float, default=None,
-                    help="decoders train at this mask ratio instead of the preset's 0.9 (train_decoder --train-mask-ratio; "
-                         "0.99: the scoring regime, no patch visible)")
+                    help="decoders train at this mask ratio instead of the preset's 0.99, the scoring one "
+                         "(train_decoder --train-mask-ratio; 0.9: the paper's)")
     ap.add_argument("--bank-trim", type=float, default=detect.Settings.bank_trim,
                     help="score runs leave this share of the bank's most outlying rows out "
                          "(score_corpus --bank-trim; default %(default)s, the product's)")

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--encoder-depth", type=cli.positive_int, help="override the preset's number of encoder blocks")
     ap.add_argument("--decoder-depth", type=cli.positive_int, help="override the preset's number of decoder blocks")
     ap.add_argument("--heads", type=cli.positive_int, help="override the preset's attention heads (encoder and decoder)")
-    ap.add_argument("--train-mask-ratio", type=float, help="override the training mask ratio (0.9)")
+    ap.add_argument("--train-mask-ratio", type=float, help="override the training mask ratio (0.99, the scoring one; the paper trains at 0.9)")
     ap.add_argument("--test-mask-ratio", type=float, help="override the scoring mask ratio (0.99)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -43,8 +43,9 @@ DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
-FORMAT = 1
-"""Bumped when what a cached decoder or score run of this measurement means changes."""
+FORMAT = 2
+"""Bumped when what a cached decoder or score run of this measurement means changes (2: decoders train at the
+scoring mask ratio, 0.99)."""
 RUN_FORMAT = 2
 """Bumped when what a cached score run means changes (2: the in-corpus members' pseudo-corpus neighbours scale with
 its size, `pipeline.detect.calibrate.pseudo_k`)."""
@@ -190,7 +191,7 @@ class Settings:
     max_aux: int | None = None
     batch_size: int = 256
     trim: float = 0.0
-    train_mask_ratio: float | None = None          # None: the preset's (0.9)
+    train_mask_ratio: float | None = None          # None: the preset's (0.99)
     bank_trim: float = DEFAULT_BANK_TRIM
     pool_seed: int = 0
     pool_scale: float = 1.0
