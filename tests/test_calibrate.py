@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import calibration_summary, fpr_threshold
 from pipeline.detect.calibrate import (aux_shift, calibrate, detector_threshold, pseudo_corpus, pseudo_k,
-                                      shift_tolerance, trim_bank)
+                                      pseudo_rows, shift_tolerance, trim_bank)
 from pipeline.detect.ensemble import percentile, rank_fusion
 from pipeline.detect.knn import knn
 from pipeline.detect.registry import fit
@@ -87,6 +87,7 @@ def test_in_corpus_calibration_uses_a_pseudo_corpus_of_the_corpus_reference_size
     rng = np.random.default_rng(1)
     clean = clean_reference(rng, 100, 300)
     assert len(pseudo_corpus(clean, 250)) == 250 and len(pseudo_corpus(clean, 10_000)) == 400
+    assert pseudo_rows(clean, 250) == 250 and pseudo_rows(clean, 10_000) == 400
     np.testing.assert_array_equal(pseudo_corpus(clean, 50), clean.holdout_embeddings[:50])
     plan = plan_detectors("kdist,norm:bank")
     x = rng.normal(size=(250, D)).astype(np.float16)

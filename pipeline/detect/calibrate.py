@@ -45,6 +45,11 @@ def pseudo_corpus(clean: CleanReference, size: int) -> np.ndarray:
     return np.concatenate([clean.holdout_embeddings, clean.bank_embeddings])[:size]
 
 
+def pseudo_rows(clean: CleanReference, size: int) -> int:
+    """How many rows `pseudo_corpus(clean, size)` holds, without building it."""
+    return min(size, len(clean.holdout_embeddings) + len(clean.bank_embeddings))
+
+
 def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
     """The bank less `share` of its rows, those whose own k-distance (self-match left out) is furthest from
     the bank's median either way: the triggered rows of a slightly poisoned auxiliary set are its tightest

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from pipeline.corpus.limits import Limits
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy
-from pipeline.detect.calibrate import (Calibrated, aux_shift, calibrate, corpus_k, detector_threshold, pseudo_corpus,
-                                      pseudo_k, shift_tolerance)
+from pipeline.detect.calibrate import (Calibrated, aux_shift, calibrate, corpus_k, detector_threshold, pseudo_k,
+                                      pseudo_rows, shift_tolerance)
 from pipeline.detect.density import K
 from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
@@ -98,10 +98,11 @@ def _check_reference(clean: CleanReference, reference: np.ndarray, log, prog: st
     k = corpus_k(rows)
     if k < K:
         log(f"{prog}: fewer than {K + 1} scored samples: in-corpus density compares each with its {k} nearest")
-    pseudo = len(pseudo_corpus(clean, rows))
-    if pseudo_k(k, pseudo, rows) < k:
+    pseudo = pseudo_rows(clean, rows)
+    k_pseudo = pseudo_k(k, pseudo, rows)
+    if k_pseudo < k:
         log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and bank) with their "
-            f"{pseudo_k(k, pseudo, rows)} nearest, the corpus reference's {k} scaled to their number")
+            f"{k_pseudo} nearest, the corpus reference's {k} scaled to their number")
     sample = reference[:SHIFT_SAMPLE]
     shift = aux_shift(clean, sample)
     if shift is not None and shift > 0.5 + shift_tolerance(len(sample), len(clean.holdout_embeddings)):
