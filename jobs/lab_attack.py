@@ -26,7 +26,7 @@ from pipeline.lab.badclip import PatchConfig  # noqa: E402
 from pipeline.lab.cache import Entry  # noqa: E402
 from pipeline.lab.clip_train import ClipConfig  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
-from pipeline.lab.finetune import FinetuneConfig  # noqa: E402
+from pipeline.lab.finetune import SEPARATIONS, FinetuneConfig  # noqa: E402
 from pipeline.lab.simclr import SimCLRConfig  # noqa: E402
 
 NEEDS_CLEAN = ("badencoder", "drupe", "clip-backdoor", "badclip")
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--references", type=cli.positive_int, default=f.references, help="BadEncoder/DRUPE reference images")
     ap.add_argument("--reference-pick", choices=["first", "central"], default=f.reference_pick,
                     help="BadEncoder/DRUPE: first target images, or those nearest the target class's mean clean feature")
-    ap.add_argument("--drupe-separation", choices=["absolute", "clean"], default=f.drupe_separation,
-                    help="DRUPE: separation thresholds 0.4/0.5 (DRUPE's), or from the references' clean cosine")
+    ap.add_argument("--drupe-separation", choices=SEPARATIONS, default=f.drupe_separation,
+                    help="DRUPE: its code's separation term (paper), the mean over distinct reference pairs above "
+                         "0.4/0.5 (absolute), or above the references' clean cosine (clean)")
     ap.add_argument("--ratio", type=float, default=0.01, help="CTRL: poisoned share of the train split")
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")

@@ -43,12 +43,9 @@ DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
-FORMAT = 2
-"""Bumped when what a cached decoder or score run of this measurement means changes (2: decoders train at the
-scoring mask ratio, 0.99)."""
-RUN_FORMAT = 2
-"""Bumped when what a cached score run means changes (2: the in-corpus members' pseudo-corpus neighbours scale with
-its size, `pipeline.detect.calibrate.pseudo_k`)."""
+FORMAT = 3
+"""Bumped when what a cached decoder or score run means changes beyond the config its hash reads (3: decoders hash
+their resolved architecture, so a preset's new default needs no bump)."""
 Log = Callable[[str], None]
 
 
@@ -177,11 +174,6 @@ def clean_simclr() -> Entry | None:
 # Settings, decoders and score runs
 # ---------------------------------------------------------------------------------------------
 
-def job_has(name: str) -> bool:
-    """Whether the product's JobConfig has field `name` (the embedding detectors land there)."""
-    return name in {f.name for f in dataclasses.fields(JobConfig)}
-
-
 @dataclass(frozen=True)
 class Settings:
     """The flags of a measurement: what changes results (hashed into the cache) and how to run."""
@@ -219,14 +211,9 @@ class Settings:
         kwargs: dict[str, Any] = dict(inputs=inputs, decoder=decoder, out=out, threshold=self.threshold,
                                       batch_size=self.batch_size, actors=self.actors, threads=self.threads,
                                       store_embeddings=True, carry_fields=list(CARRY), report=False,
-                                      progress=self.progress,
+                                      progress=self.progress, detectors=self.job_detectors,
+                                      flag_by=self.flag_by or "dede", bank_trim=self.bank_trim,   # dede: every column is measured
                                       gpus_per_actor=1.0 if self.device != "cpu" and torch.cuda.is_available() else 0.0)
-        if self.job_detectors:
-            kwargs["detectors"] = self.job_detectors
-        if job_has("flag_by"):
-            kwargs["flag_by"] = self.flag_by or "dede"     # explicit: the job's default became the ensemble
-        if job_has("bank_trim"):
-            kwargs["bank_trim"] = self.bank_trim
         if self.ensemble:
             kwargs["ensemble"] = list(self.ensemble)
         if self.fusion:
@@ -234,15 +221,15 @@ class Settings:
         return kwargs
 
     @property
-    def job_detectors(self) -> list[str] | None:
-        """The detectors passed to the job, or None where its JobConfig has no `detectors` (DeDe only)."""
-        return list(self.detectors) if job_has("detectors") else None
+    def job_detectors(self) -> list[str]:
+        """The detectors passed to the job."""
+        return list(self.detectors)
 
     def record(self) -> dict[str, Any]:
         """What results.json records: the flags that change results."""
         return {"preset": self.preset, "epochs": self.epochs, "max_aux": self.max_aux, "batch_size": self.batch_size,
                 "pool_seed": self.pool_seed, "pool_scale": self.pool_scale, "threshold": self.threshold,
-                "detectors": self.job_detectors or ["dede"], "flag_by": self.flag_by, **self.trimmed(), **self.masked(),
+                "detectors": self.job_detectors, "flag_by": self.flag_by, **self.trimmed(), **self.masked(),
                 **self.bank_trimmed(), **self.fused()}
 
     def fused(self) -> dict[str, Any]:
@@ -284,10 +271,11 @@ def _device(settings: Settings) -> str | None:
 
 
 def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int) -> dict[str, Any]:
-    return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "preset": settings.preset,
+    model = settings.model()
+    return {"kind": "decoder", "victim": victim_sha, "aux": aux.name,
+            "model": (DeDeConfig.preset(model) if isinstance(model, str) else model).to_dict(),
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
-            "job_detectors": job_has("detectors"), "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT,
-            **settings.trimmed(), **settings.masked()}
+            "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT, **settings.trimmed()}
 
 
 def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings, seed: int = 0,
@@ -341,9 +329,9 @@ class LazyRay:
 
 def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, Any]:
     return {"kind": "score", "decoder": decoder.name, "pool": pool.name, "threshold": settings.threshold,
-            "detectors": settings.job_detectors, "flag_by": settings.flag_by if job_has("flag_by") else None,
+            "detectors": settings.job_detectors, "flag_by": settings.flag_by,
             "ensemble": list(settings.ensemble or DEFAULT_ENSEMBLE), "fusion": settings.fusion or DEFAULT_FUSION,
-            "format": FORMAT, "run_format": RUN_FORMAT, **settings.bank_trimmed()}
+            "format": FORMAT, **settings.bank_trimmed()}
 
 
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,

@@ -4,8 +4,9 @@ Losses on L2-normalised features (f' trained, f frozen clean, BatchNorm frozen):
 L0 = -cos(f'(x + t), f'(ref)) (and f'(aug(ref))), L1 = -cos(f'(aug(ref)), f(ref)), L2 = -cos(f'(x), f(x)).
 DRUPE pulls each triggered sample to its most similar reference and adds a sliced-Wasserstein term
 between triggered and clean embeddings plus concentration terms, on DRUPE's epoch schedule. Its
-reference-separation term engages above mean reference cosines 0.4 / 0.5 ('absolute', as DRUPE), or
-above the references' own clean cosine c / c + 0.1 ('clean', for encoders whose features are concentrated).
+reference-separation term L3 (`separation`) is DRUPE's code ('paper': the mean cosine over reference pairs i <= j,
+each reference with itself included, above 0.5 / 0.4), or the mean over pairs i < j above 0.4 / 0.5 ('absolute',
+DEDE.md's reading), or above the references' own clean cosine c / c + 0.1 ('clean').
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from pipeline.lab.triggers import Trigger
 
 DRUPE_ONLY = ("drupe_", "sw_projections")
 """Prefixes of the fields only DRUPE reads: they are not part of a BadEncoder run's config (nor its hash)."""
+DRUPE_FORMAT = 2
+"""In a DRUPE run's config: bumped when its loss changes (2: the adaptive cost weighs std_refs too, as DRUPE's code)."""
+SEPARATIONS = ("paper", "absolute", "clean")
 
 
 @dataclass
@@ -64,7 +68,7 @@ class FinetuneConfig:
         """The fields that decide a run of `method` (BadEncoder's leave out DRUPE's)."""
         out = asdict(self)
         if self.method == "drupe":
-            return out
+            return {**out, "drupe_format": DRUPE_FORMAT}
         return {k: v for k, v in out.items() if not k.startswith(DRUPE_ONLY)}
 
 
@@ -109,7 +113,7 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     ref01 = as_float01(refs)
     with torch.no_grad():
         ref_clean = F.normalize(clean(norm(ref01)).float(), dim=1)
-    sep_low, sep_high = separation_thresholds(cfg.drupe_separation, ref_clean)
+    c_clean = float(mean_offdiag(ref_clean @ ref_clean.T)) if len(ref_clean) > 1 else 1.0
     data = torch.as_tensor(shadow)
     steps = len(shadow) // cfg.batch
     cost_sw, cost_conc = cfg.drupe_cost_sw, cfg.drupe_cost_conc
@@ -143,15 +147,16 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
                 std_refs = sim_ref.mean(0).std() if r > 1 else torch.zeros(())
                 sim_b2b = mean_offdiag(fb @ fb.T)
                 l3 = mean_offdiag(fr @ fr.T) if r > 1 else torch.zeros(())
-                sep = (l3 if l3 > sep_high else 0) + (0.2 * l3 if l3 > sep_low else 0)
+                warmup = epoch < cfg.drupe_warmup_epochs
+                sep = separation(cfg.drupe_separation, fr, c_clean, warmup)
                 sw = sliced_wasserstein(raw_b, raw_x, cfg.sw_projections) / (raw_x.std(0).mean() + 1e-8)
-                if epoch < cfg.drupe_warmup_epochs:
-                    loss = l1 + l2 + (0.5 * l3 if cfg.drupe_separation == "absolute" else sep)
+                if warmup:
+                    loss = l1 + l2 + sep
                 elif epoch < cfg.drupe_full_from:
                     loss = l0 + l1 + l2 + 2 * std_refs + sep
                 else:
                     conc = 0.5 * std_refs + (1.5 * std_refs if std_refs > 0.1 else 0)
-                    loss = l0 + l1 + l2 + cost_sw * sw + cost_conc * sim_b2b + conc + sep
+                    loss = l0 + l1 + l2 + cost_sw * sw + cost_conc * (sim_b2b + std_refs) + conc + sep
                 terms = {"l0": l0, "l1": l1, "l2": l2, "sw": sw, "sim_b2b": sim_b2b, "std_refs": std_refs, "l3": l3}
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,14 +177,26 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     return student, history, trained / 60
 
 
-def separation_thresholds(mode: str, ref_clean: torch.Tensor) -> tuple[float, float]:
-    """Mean reference cosines above which DRUPE's separation term adds 0.2 x L3 and 1 x L3."""
-    if mode == "absolute":
-        return 0.4, 0.5
-    if mode == "clean":
-        c = float(mean_offdiag(ref_clean @ ref_clean.T)) if len(ref_clean) > 1 else 1.0
-        return c, c + 0.1
-    raise ValueError(f"unknown drupe_separation {mode!r}: absolute or clean")
+def separation(mode: str, refs: torch.Tensor, clean_cosine: float, warmup: bool) -> torch.Tensor:
+    """DRUPE's reference-separation loss on the references' normalised features (r, D); `clean_cosine` is their
+    mean pairwise cosine in the clean encoder ('clean' mode's thresholds). Warm-up: 0.5 x L3 ('paper' less 0.2 x L3
+    below 0.2; 'clean' its usual rule)."""
+    if mode not in SEPARATIONS:
+        raise ValueError(f"unknown drupe_separation {mode!r}: {', '.join(SEPARATIONS)}")
+    r = len(refs)
+    if r < 2:
+        return torch.zeros((), device=refs.device)
+    sim = refs @ refs.T
+    if mode == "paper":
+        l3 = sim.triu().sum() / (r * (r + 1) / 2)                    # DRUPE main.py: pairs i <= j
+        if warmup:
+            return 0.5 * l3 - (0.2 * l3 if l3 < 0.2 else 0)
+        return l3 if l3 > 0.5 else 0.2 * l3 if l3 > 0.4 else torch.zeros_like(l3)
+    l3 = mean_offdiag(sim)
+    if warmup and mode == "absolute":
+        return 0.5 * l3
+    low, high = (0.4, 0.5) if mode == "absolute" else (clean_cosine, clean_cosine + 0.1)
+    return (l3 if l3 > high else 0) + (0.2 * l3 if l3 > low else 0) + torch.zeros_like(l3)
 
 
 def pick_shadow_and_refs(images: np.ndarray, labels: np.ndarray, cfg: FinetuneConfig, clean: nn.Module,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD
-from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, separation_thresholds, sliced_wasserstein
+from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune, separation, sliced_wasserstein
 from pipeline.lab.triggers import Trigger, bar_trigger, blend_trigger, square_trigger
 from pipeline.models.resnet_cifar import CifarResNet
 
@@ -50,7 +50,7 @@ def test_badencoder_config_leaves_out_drupe_only_fields():
     bad, drupe = FinetuneConfig(method="badencoder").to_dict(), FinetuneConfig(method="drupe").to_dict()
     assert not any(k.startswith("drupe_") or k == "sw_projections" for k in bad)
     assert set(drupe) - set(bad) == {"drupe_warmup_epochs", "drupe_full_from", "drupe_adapt_after", "drupe_cost_sw",
-                                     "drupe_cost_conc", "drupe_separation", "sw_projections"}
+                                     "drupe_cost_conc", "drupe_separation", "sw_projections", "drupe_format"}
     assert FinetuneConfig(method="badencoder", drupe_separation="absolute").to_dict() == bad
 
 
@@ -60,10 +60,16 @@ def test_sliced_wasserstein_is_zero_for_equal_clouds_and_grows_with_shift():
     assert float(sliced_wasserstein(a, a + 3, 32)) > float(sliced_wasserstein(a, a + 1, 32)) > 0.1
 
 
-def test_drupe_separation_thresholds_absolute_or_from_the_clean_references():
+def test_drupe_separation_terms_by_mode():
     refs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]]), dim=1)
-    assert separation_thresholds("absolute", refs) == (0.4, 0.5)
-    low, high = separation_thresholds("clean", refs)
-    assert low == pytest.approx((0.8 + 0.6 + 0.96) / 3) and high == pytest.approx(low + 0.1)
-    with pytest.raises(ValueError, match="absolute or clean"):
-        separation_thresholds("relative", refs)
+    c = (0.8 + 0.6 + 0.96) / 3                                       # mean cosine over distinct pairs
+    paper = (3 + 3 * c) / 6                                          # DRUPE's code: pairs i <= j, the diagonal's ones too
+    assert float(separation("paper", refs, 0.0, warmup=False)) == pytest.approx(paper)          # above 0.5: 1 x L3
+    assert float(separation("paper", refs, 0.0, warmup=True)) == pytest.approx(0.5 * paper)
+    apart = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [-1.0, 0.1], [0.0, 1.0]]), dim=1)
+    assert float(separation("paper", apart, 0.0, warmup=False)) == 0.0                           # L3 below 0.4
+    assert float(separation("absolute", refs, 0.0, warmup=False)) == pytest.approx(1.2 * c)     # above 0.4 and 0.5
+    assert float(separation("clean", refs, c - 0.05, warmup=False)) == pytest.approx(0.2 * c)   # above c only
+    assert float(separation("clean", refs, c + 0.01, warmup=True)) == 0.0
+    with pytest.raises(ValueError, match="paper, absolute, clean"):
+        separation("relative", refs, c, warmup=False)
