@@ -212,7 +212,7 @@ class Settings:
                                       batch_size=self.batch_size, actors=self.actors, threads=self.threads,
                                       store_embeddings=True, carry_fields=list(CARRY), report=False,
                                       progress=self.progress, detectors=self.job_detectors,
-                                      flag_by=self.flag_by or "dede", bank_trim=self.bank_trim,   # dede: every column is measured
+                                      flag_by=self.flag_by or "dede", bank_trim=self.bank_trim,
                                       gpus_per_actor=1.0 if self.device != "cpu" and torch.cuda.is_available() else 0.0)
         if self.ensemble:
             kwargs["ensemble"] = list(self.ensemble)
@@ -307,8 +307,7 @@ class LazyRay:
     """One local Ray for the whole command, started on the first score run that has work (run_job then
     reuses it), shut down at the end. With RAY_ADDRESS set, run_job connects there itself."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self):
         self.started = False
 
     def ensure(self) -> None:
@@ -538,7 +537,7 @@ def measure(victims: dict[str, Victim | str], aux_sets: list[str], settings: Set
     """results.json's `attacks` block for these victims: metrics, or `{"skipped": why}`."""
     check_validation(settings, pools)
     out: dict[str, dict] = {}
-    with LazyRay(settings) as ray:
+    with LazyRay() as ray:
         for attack, victim in victims.items():
             if isinstance(victim, str):
                 log(f"{attack}: skipped: {victim}")
@@ -591,7 +590,7 @@ def measure_calibration(spec: str, card: str | None, sha: str, seeds: int, setti
     realised: list[float | None] = []
     per_detector: dict[str, list[float | None]] = {}
     thresholds, errors, samples, decoders = [], 0, 0, []
-    with LazyRay(settings) as ray:
+    with LazyRay() as ray:
         for seed in range(seeds):
             dec, info, _ = ensure_decoder(spec, sha, aux, settings, seed, log)
             run_dir, run, cached = ensure_run(dec, pool, settings, ray, log)

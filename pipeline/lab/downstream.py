@@ -128,7 +128,7 @@ def measure_all(victims: dict[str, Victim | str], aux_sets: list[str], settings:
     the first of `aux_sets`): the detection's own cached decoder, trained first when absent."""
     aux_name = DEFAULT_AUX if DEFAULT_AUX in aux_sets else aux_sets[0]
     out: dict[str, dict[str, Any]] = {}
-    with LazyRay(settings) as ray:
+    with LazyRay() as ray:
         for attack, victim in victims.items():
             if isinstance(victim, str):
                 continue

@@ -226,7 +226,7 @@ def run_proof(rs: RetrainSettings, ds: Settings, device: torch.device, trigger: 
     detection: dict[str, Any] = {}
     runs: dict[str, Any] = {}
     tables: dict[str, tuple[Path, dict[str, np.ndarray], dict]] = {}
-    with LazyRay(ds) as ray:
+    with LazyRay() as ray:
         for aux_name in rs.aux:
             aux = poisoned if aux_name == CORPUS_AUX else ensure_aux(aux_name)
             dec, info, _ = ensure_decoder(victim.spec, victim.card["weights_sha256"], aux, ds, 0, log)
