@@ -49,7 +49,7 @@ class ResolutionConfig:
     references: int = 10
     aux: int = 8000
     pool_half: int = 1000              # pool 0.5: this many clean and as many triggered images
-    pool_rare: tuple[int, int] = (4900, 50)   # pool 0.01: (clean, triggered)
+    pool_rare: tuple[int, int] = (4800, 50)   # pool 0.01: (clean, triggered)
     patch: int = 4                     # side of the white square at 64 px (2 px at 32 px)
     epochs: int = 12                   # BadEncoder's, FinetuneConfig's default
     decoder_epochs: int = 20
