@@ -45,13 +45,13 @@ Log = Callable[[str], None]
 class ResolutionConfig:
     """The experiment's sizes (counts of Tiny-ImageNet images) and the trigger; `scale` shrinks every count (tests)."""
 
-    shadow: int = 5000
+    shadow: int = 2500
     references: int = 10
     aux: int = 8000
     pool_half: int = 1000              # pool 0.5: this many clean and as many triggered images
     pool_rare: tuple[int, int] = (4800, 50)   # pool 0.01: (clean, triggered)
     patch: int = 4                     # side of the white square at 64 px (2 px at 32 px)
-    epochs: int = 12                   # BadEncoder's, FinetuneConfig's default
+    epochs: int = 6                    # the demo's BadEncoder budget (its 12 default is 4x dearer at 64 px)
     decoder_epochs: int = 20
     preset: str = "small"
     seed: int = 0
