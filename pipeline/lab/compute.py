@@ -33,6 +33,7 @@ def autocast(device: torch.device) -> Iterator[None]:
         yield
 
 
-def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a (B, 3, H, W) batch to the device, channels-last."""
-    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+def to_input(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+    """Move a (B, 3, H, W) batch to the device, channels-last unless told otherwise."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

@@ -96,10 +96,10 @@ def mean_offdiag(sim: torch.Tensor) -> torch.Tensor:
 
 
 def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray, refs: np.ndarray, trigger: Trigger,
-                      mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-                      ) -> tuple[nn.Module, list[dict[str, float]], float]:
+                      mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                      channels_last: bool = True) -> tuple[nn.Module, list[dict[str, float]], float]:
     """Fine-tune a copy of `clean` (a backbone: normalised images -> features); returns the backdoored copy,
-    per-epoch mean losses and the training minutes."""
+    per-epoch mean losses and the training minutes. `channels_last` False feeds contiguous batches."""
     torch.manual_seed(cfg.seed)
     student = copy.deepcopy(clean).to(device)
     clean = clean.to(device).eval().requires_grad_(False)
@@ -108,7 +108,7 @@ def backdoor_finetune(clean: nn.Module, cfg: FinetuneConfig, shadow: np.ndarray,
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    norm = lambda x: to_input((x - m) / s, device)  # noqa: E731
+    norm = lambda x: to_input((x - m) / s, device, channels_last)  # noqa: E731
     aug = SimCLRAugment(crop_scale=(0.2, 1.0))
     ref01 = as_float01(refs)
     with torch.no_grad():

@@ -114,8 +114,10 @@ def victim(images: np.ndarray, idx: dict[str, np.ndarray], cfg: ResolutionConfig
     def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         trigger.save(folder / "trigger.npz")
         clean = create_encoder(clean_spec, device="cpu").backbone
+        # contiguous batches: torch 2.14's CPU backward crashes (double free) on the width-0.125 network's 8-channel
+        # stem at 64 px channels-last (a 266 x 3 x 64 x 64 batch; 48 px, or width 0.25, run)
         net, history, minutes = backdoor_finetune(clean, ft, images[idx["shadow"]], images[idx["refs"]], trigger,
-                                                  CIFAR_MEAN, CIFAR_STD, device)
+                                                  CIFAR_MEAN, CIFAR_STD, device, channels_last=False)
         feats = lambda x: F.normalize(extract(net, x, CIFAR_MEAN, CIFAR_STD, device), dim=1)  # noqa: E731
         centre = F.normalize(feats(images[idx["refs"]]).mean(0), dim=0)
         probe = images[idx["half_clean"]]
