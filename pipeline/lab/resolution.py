@@ -52,6 +52,7 @@ class ResolutionConfig:
     pool_rare: tuple[int, int] = (4800, 50)   # pool 0.01: (clean, triggered)
     patch: int = 4                     # side of the white square at 64 px (2 px at 32 px)
     epochs: int = 6                    # the demo's BadEncoder budget (its 12 default is 4x dearer at 64 px)
+    lr: float = 0.01                   # at FinetuneConfig's 0.05 every image, clean too, collapsed onto the references
     decoder_epochs: int = 20
     preset: str = "small"
     seed: int = 0
@@ -104,7 +105,7 @@ def victim(images: np.ndarray, idx: dict[str, np.ndarray], cfg: ResolutionConfig
            device: torch.device) -> Entry:
     """BadEncoder at 64 px (cached in the lab cache): the card records how close triggered pool images came to the
     references against clean ones (mean cosine to the references' mean feature)."""
-    ft = FinetuneConfig(method="badencoder", epochs=cfg.epochs, references=cfg.references)
+    ft = FinetuneConfig(method="badencoder", epochs=cfg.epochs, lr=cfg.lr, references=cfg.references)
     trigger = cfg.trigger()
     config = {"attack": "badencoder-64", "clean": create_encoder(clean_spec).checkpoint_sha256,
               "trigger": trigger_hash(trigger), "data": config_hash({"shadow": idx["shadow"].tolist(),
