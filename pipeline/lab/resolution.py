@@ -52,7 +52,8 @@ class ResolutionConfig:
     pool_rare: tuple[int, int] = (4800, 50)   # pool 0.01: (clean, triggered)
     patch: int = 4                     # side of the white square at 64 px (2 px at 32 px)
     epochs: int = 6                    # the demo's BadEncoder budget (its 12 default is 4x dearer at 64 px)
-    lr: float = 0.01                   # at FinetuneConfig's 0.05 every image, clean too, collapsed onto the references
+    lr: float = 0.01                   # 0.05 (FinetuneConfig's) collapsed every image onto the references; 0.01 did
+    #                                    not implant (README, Method notes: Resolution)
     decoder_epochs: int = 20
     preset: str = "small"
     seed: int = 0
