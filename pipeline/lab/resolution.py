@@ -43,7 +43,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ResolutionConfig:
-    """The experiment's sizes (counts of Tiny-ImageNet images) and the trigger; `scale` shrinks every count (tests)."""
+    """The experiment's sizes (counts of Tiny-ImageNet images), trigger and budgets; `split`'s `scale` shrinks the counts."""
 
     shadow: int = 2500
     references: int = 10
