@@ -43,7 +43,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ResolutionConfig:
-    """The experiment's sizes (counts of Tiny-ImageNet images), trigger and budgets; `split`'s `scale` shrinks the counts."""
+    """The experiment's image counts (Tiny-ImageNet), trigger and budgets; `split`'s `scale` shrinks the counts."""
 
     shadow: int = 2500
     references: int = 10
