@@ -238,11 +238,9 @@ class Settings:
         return {**({"ensemble": list(self.ensemble)} if self.ensemble else {}),
                 **({"fusion": self.fusion} if self.fusion else {})}
 
-    def model(self) -> DeDeConfig | str:
-        """The decoders' architecture: the preset's name, or its config with the training mask ratio asked for."""
-        if self.train_mask_ratio is None:
-            return self.preset
-        return DeDeConfig.preset(self.preset, train_mask_ratio=self.train_mask_ratio)
+    def model(self) -> DeDeConfig:
+        """The decoders' architecture: the preset, with the training mask ratio asked for."""
+        return DeDeConfig.preset(self.preset, **self.masked())
 
     def masked(self) -> dict[str, float]:
         """{"train_mask_ratio": r} when decoders train at another mask ratio than the preset's; {} otherwise (hashes
@@ -271,9 +269,7 @@ def _device(settings: Settings) -> str | None:
 
 
 def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int) -> dict[str, Any]:
-    model = settings.model()
-    return {"kind": "decoder", "victim": victim_sha, "aux": aux.name,
-            "model": (DeDeConfig.preset(model) if isinstance(model, str) else model).to_dict(),
+    return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "model": settings.model().to_dict(),
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
             "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT, **settings.trimmed()}
 
