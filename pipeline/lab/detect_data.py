@@ -109,7 +109,7 @@ def pool_plan(labels: np.ndarray, pool: str, target: int, seed: int, scale: floa
                            f"non-target classes; the split has {len(labels)} and {len(others)}")
         clean = np.sort(rng.choice(everything, n_clean, replace=False))
         poisoned = np.sort(rng.choice(others, n_poison, replace=False))
-        return _shuffled(clean, poisoned, rng)
+        return shuffled(clean, poisoned, rng)
     if pool == "0.5":
         if n_poison < 1 or n_clean < 1:
             raise BadInput(f"--pool-scale {scale} leaves pool {pool} empty")
@@ -130,10 +130,10 @@ def pool_plan(labels: np.ndarray, pool: str, target: int, seed: int, scale: floa
         clean = np.sort(rng.choice(rest, n_clean, replace=False))
     else:
         clean = rest
-    return _shuffled(clean, poisoned, rng)
+    return shuffled(clean, poisoned, rng)
 
 
-def _shuffled(clean: np.ndarray, poisoned: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def shuffled(clean: np.ndarray, poisoned: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(indices, poisoned flags) of the clean then the triggered images, in one seeded order."""
     idx = np.concatenate([clean, poisoned])
     flags = np.concatenate([np.zeros(len(clean), bool), np.ones(len(poisoned), bool)])

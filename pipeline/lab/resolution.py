@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.corpus.ingest import write_shards
 from pipeline.dede.config import load_decoder_config
 from pipeline.dede.model import DeDeConfig, at_resolution
 from pipeline.dede.train import TrainConfig, train_decoder
@@ -30,7 +29,7 @@ from pipeline.job.config import JobConfig
 from pipeline.job.run import run_job
 from pipeline.lab.cache import Entry, cache_dir, cached, config_hash
 from pipeline.lab.detect import LazyRay, detector_columns, pool_metrics, read_scores
-from pipeline.lab.detect_data import finished, png, publish, tiny_imagenet_path
+from pipeline.lab.detect_data import finished, publish, shuffled, tiny_imagenet_path, write_pool_shards
 from pipeline.lab.encoders import SIMCLR_ENCODER_64
 from pipeline.lab.evaluate import extract
 from pipeline.lab.finetune import FinetuneConfig, backdoor_finetune
@@ -137,26 +136,21 @@ def decoder_model(preset: str, size: int) -> DeDeConfig:
     return at_resolution(base, size) if size > base.image_size else base
 
 
-def write_set(folder: Path, images: np.ndarray, flags: np.ndarray, tag: str, contents: dict[str, Any]) -> list[str]:
-    """Shards of PNG images with `{"poisoned": 0|1}`, written once (a finished folder is reused)."""
-    if finished(folder) is None:
-        samples = ((f"{tag}-{i:06d}", {"png": png(im), "json": json.dumps({"poisoned": int(p)}).encode()})
-                   for i, (im, p) in enumerate(zip(images, flags)))
-        folder.mkdir(parents=True, exist_ok=True)
-        write_shards(samples, str(folder), total=len(images))
-        publish(folder, contents)
-    return [str(folder)]
-
-
-def pools(images: np.ndarray, idx: dict[str, np.ndarray], trigger: Trigger, root: Path) -> dict[str, list[str]]:
-    """The aux set and both pools as shard folders under `root`, each in a seeded order."""
+def pools(images: np.ndarray, labels: np.ndarray, idx: dict[str, np.ndarray], trigger: Trigger,
+          root: Path) -> dict[str, list[str]]:
+    """The aux set and both pools as shard folders under `root` (each written once, in a seeded order), by name."""
     rng = np.random.default_rng(0)
-    out = {"aux": write_set(root / "aux", images[idx["aux"]], np.zeros(len(idx["aux"])), "aux", {"kind": "aux"})}
-    for name, clean, trig in (("0.5", "half_clean", "half_triggered"), ("0.01", "rare_clean", "rare_triggered")):
-        ims = np.concatenate([images[idx[clean]], trigger.apply_uint8(images[idx[trig]])])
-        flags = np.r_[np.zeros(len(idx[clean])), np.ones(len(idx[trig]))]
-        perm = rng.permutation(len(ims))
-        out[name] = write_set(root / f"pool-{name}", ims[perm], flags[perm], "p", {"kind": "pool", "pool": name})
+    plans = {"aux": (idx["aux"], np.zeros(len(idx["aux"]), bool)),
+             "0.5": shuffled(idx["half_clean"], idx["half_triggered"], rng),
+             "0.01": shuffled(idx["rare_clean"], idx["rare_triggered"], rng)}
+    out: dict[str, list[str]] = {}
+    for name, (ids, flags) in plans.items():
+        folder = root / (name if name == "aux" else f"pool-{name}")
+        if finished(folder) is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_pool_shards(images, labels, ids, flags, trigger, folder, "p")
+            publish(folder, {"kind": name, "samples": int(len(ids)), "poisoned": int(flags.sum())})
+        out[name] = [str(folder)]
     return out
 
 
@@ -169,7 +163,7 @@ def measure(cfg: ResolutionConfig, clean_spec: str, device: torch.device, thread
     log(f"victim {entry.folder.name}: triggered cos to references {entry.card['cos_triggered_to_refs']} "
         f"(clean {entry.card['cos_clean_to_refs']})")
     root = cache_dir() / "resolution" / f"data-{config_hash({**asdict(cfg), 'scale': scale})}"
-    sets = pools(images, idx, cfg.trigger(), root)
+    sets = pools(images, labels, idx, cfg.trigger(), root)
     out: dict[str, Any] = {"victim": entry.folder.name, "card": {k: entry.card[k] for k in (
         "train_minutes", "cos_clean_to_refs", "cos_triggered_to_refs")}, "decoders": {}, "pools": {}}
     with LazyRay() as ray:
