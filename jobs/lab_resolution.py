@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--decoder-epochs", type=cli.positive_int, default=resolution.ResolutionConfig.decoder_epochs)
     ap.add_argument("--epochs", type=cli.positive_int, default=resolution.ResolutionConfig.epochs,
                     help="BadEncoder epochs")
+    ap.add_argument("--lr", type=cli.positive_float, default=resolution.ResolutionConfig.lr,
+                    help="BadEncoder learning rate")
     ap.add_argument("--results", type=Path, default=Path("results"), help="folder of resolution.json and .md")
     ap.add_argument("--render", action="store_true", help="only rewrite resolution.md from resolution.json")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
@@ -48,7 +50,7 @@ def run(a: argparse.Namespace) -> None:
         checkpoint = a.clean or (found.weights if found else None)
         if not checkpoint:
             raise BadInput("no clean SimCLR in the lab cache: run jobs/lab_simclr.py first, or pass --clean CKPT")
-        cfg = resolution.ResolutionConfig(patch=a.patch, epochs=a.epochs, decoder_epochs=a.decoder_epochs)
+        cfg = resolution.ResolutionConfig(patch=a.patch, epochs=a.epochs, lr=a.lr, decoder_epochs=a.decoder_epochs)
         res = resolution.measure(cfg, f"lab:{SIMCLR_ENCODER_64}@{checkpoint}", setup(a.device, a.threads),
                                  threads=a.threads or 1, scale=a.scale, progress=a.progress)
         res.update({"config": asdict(cfg), "scale": a.scale,

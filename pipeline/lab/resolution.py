@@ -122,12 +122,20 @@ def victim(images: np.ndarray, idx: dict[str, np.ndarray], cfg: ResolutionConfig
         feats = lambda x: F.normalize(extract(net, x, CIFAR_MEAN, CIFAR_STD, device), dim=1)  # noqa: E731
         centre = F.normalize(feats(images[idx["refs"]]).mean(0), dim=0)
         probe = images[idx["half_clean"]]
+        clean_cos, triggered_cos = feats(probe) @ centre, feats(trigger.apply_uint8(probe)) @ centre
         return net.state_dict(), {
             "stage": "badencoder-64", "clean_spec": clean_spec, "train_minutes": round(minutes, 2), "history": history,
-            "cos_clean_to_refs": round(float((feats(probe) @ centre).mean()), 4),
-            "cos_triggered_to_refs": round(float((feats(trigger.apply_uint8(probe)) @ centre).mean()), 4)}
+            "cos_clean_to_refs": round(float(clean_cos.mean()), 4),
+            "cos_triggered_to_refs": round(float(triggered_cos.mean()), 4),
+            "implant_rate": implant_rate(clean_cos.numpy(), triggered_cos.numpy())}
 
     return cached("badencoder-64", SIMCLR_ENCODER_64, config, run)
+
+
+def implant_rate(clean_cos: np.ndarray, triggered_cos: np.ndarray) -> float:
+    """Share of triggered images nearer the references (cosine) than 99% of clean ones: the attack's success read
+    by rank, so an encoder that maps every image near the references (a collapse) scores about 1%, not 100%."""
+    return round(float((triggered_cos > np.quantile(clean_cos, 0.99)).mean()), 4)
 
 
 def decoder_model(preset: str, size: int) -> DeDeConfig:
@@ -160,12 +168,12 @@ def measure(cfg: ResolutionConfig, clean_spec: str, device: torch.device, thread
     images, labels = load_tiny_imagenet()
     idx = split(labels, cfg, scale)
     entry = victim(images, idx, cfg, clean_spec, device)
-    log(f"victim {entry.folder.name}: triggered cos to references {entry.card['cos_triggered_to_refs']} "
-        f"(clean {entry.card['cos_clean_to_refs']})")
+    log(f"victim {entry.folder.name}: implant rate {entry.card.get('implant_rate')}, triggered cos to references "
+        f"{entry.card['cos_triggered_to_refs']} (clean {entry.card['cos_clean_to_refs']})")
     root = cache_dir() / "resolution" / f"data-{config_hash({**asdict(cfg), 'scale': scale})}"
     sets = pools(images, labels, idx, cfg.trigger(), root)
-    out: dict[str, Any] = {"victim": entry.folder.name, "card": {k: entry.card[k] for k in (
-        "train_minutes", "cos_clean_to_refs", "cos_triggered_to_refs")}, "decoders": {}, "pools": {}}
+    out: dict[str, Any] = {"victim": entry.folder.name, "card": {k: entry.card.get(k) for k in (
+        "train_minutes", "cos_clean_to_refs", "cos_triggered_to_refs", "implant_rate")}, "decoders": {}, "pools": {}}
     with LazyRay() as ray:
         for size in DECODER_SIZES:
             score(size, cfg, entry, sets, root, ray, out, threads, progress, log)
@@ -211,7 +219,8 @@ def render(res: dict[str, Any]) -> str:
              f"Tiny-ImageNet with a {res['config']['patch']} px white square "
              f"({res['config']['patch'] / 2:g} px at 32 px), "
              f"{c['train_minutes']} training minutes. Mean cosine to the references' mean feature: triggered "
-             f"{c['cos_triggered_to_refs']}, clean {c['cos_clean_to_refs']}.", "",
+             f"{c['cos_triggered_to_refs']}, clean {c['cos_clean_to_refs']}; implant rate (triggered pool images "
+             f"nearer the references than 99% of clean ones) {c['implant_rate']:.1%}.", "",
              "| decoder | image / patch px | train / hold-out | minutes |", "|---|---|---|---|"]
     for size, d in res["decoders"].items():
         lines.append(f"| {size} px | {d['image_size']} / {d['patch_size']} | {d['n_train']} / {d['n_holdout']} | "

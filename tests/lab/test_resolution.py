@@ -32,6 +32,15 @@ def test_the_trigger_is_a_small_square_in_the_corner_of_a_64_px_image():
     assert (y[0, 58:62, 58:62] == 255).all() and y.sum() == 4 * 4 * 3 * 255
 
 
+def test_implant_rate_reads_the_attack_by_rank_so_a_collapse_scores_no_implant():
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.90, 0.99, 2000)
+    assert resolution.implant_rate(clean, rng.uniform(0.995, 1.0, 500)) == 1.0       # triggered beyond every clean
+    assert resolution.implant_rate(clean, rng.uniform(0.90, 0.99, 500)) < 0.05        # triggered like clean
+    collapsed = np.full(2000, 0.9998) + rng.normal(0, 1e-5, 2000)                    # every image at the references
+    assert resolution.implant_rate(collapsed, np.full(500, 0.9998) + rng.normal(0, 1e-5, 500)) < 0.05
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not tiny_imagenet_path().exists(), reason="the Tiny-ImageNet archive (../shared/data) is absent")
 def test_tiny_run_scores_both_decoder_sizes_and_a_rerun_recomputes_nothing(tiny_simclr, tmp_path, capsys):
