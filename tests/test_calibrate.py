@@ -86,9 +86,11 @@ def test_uniform_cloud_gives_no_suspects():
 def test_in_corpus_calibration_uses_a_pseudo_corpus_of_the_corpus_reference_size():
     rng = np.random.default_rng(1)
     clean = clean_reference(rng, 100, 300)
-    assert len(pseudo_corpus(clean, 250)) == 250 and len(pseudo_corpus(clean, 10_000)) == 400
-    assert pseudo_rows(clean, 250) == 250 and pseudo_rows(clean, 10_000) == 400
+    # the hold-out, then the bank's odd rows: disjoint from the even rows the bank detectors score against
+    assert len(pseudo_corpus(clean, 200)) == 200 and len(pseudo_corpus(clean, 10_000)) == 250
+    assert pseudo_rows(clean, 200) == 200 and pseudo_rows(clean, 10_000) == 250
     np.testing.assert_array_equal(pseudo_corpus(clean, 50), clean.holdout_embeddings[:50])
+    np.testing.assert_array_equal(pseudo_corpus(clean, 250)[100:], clean.bank_embeddings[1::2])
     plan = plan_detectors("kdist,norm:bank")
     x = rng.normal(size=(250, D)).astype(np.float16)
     cal = calibrate(plan, clean, x, np.arange(250, dtype=np.uint64), calibration_summary(clean.holdout_scores, 1.0))
@@ -96,6 +98,9 @@ def test_in_corpus_calibration_uses_a_pseudo_corpus_of_the_corpus_reference_size
     pseudo = pseudo_corpus(clean, 250)
     expected = fit(["kdist"], pseudo)["kdist"](clean.holdout_embeddings, np.arange(100))
     np.testing.assert_allclose(cal.holdout["kdist"], expected)
+    bank = fit(["norm"], clean.bank_embeddings[::2])["norm"]
+    np.testing.assert_allclose(cal.holdout["norm:bank"], bank(clean.holdout_embeddings, None))
+    np.testing.assert_allclose(cal.suite.score(x, np.arange(250), np.zeros(250))["norm:bank"], bank(x, None))
     assert math.isnan(cal.calibrations["kdist"].paper_threshold)
     assert detector_threshold("paper", "kdist", cal.calibrations["kdist"]) is None
     small = calibrate(plan, clean, x[:10], np.arange(10, dtype=np.uint64), cal.calibrations["dede"])
@@ -171,7 +176,7 @@ def test_knn_excludes_each_query_by_id_even_among_exact_duplicates():
 
 def test_a_corpus_reference_larger_than_the_pseudo_corpus_keeps_the_dense_members_clean_fpr():
     rng = np.random.default_rng(5)
-    clean = clean_reference(rng, 1000, 1000)                             # a pseudo-corpus of 2,000 rows
+    clean = clean_reference(rng, 1000, 2000)                # a pseudo-corpus of 2,000 rows: half the bank joins it
     x = rng.normal(size=(10_000, D)).astype(np.float16)                  # a clean corpus five times larger
     ids = np.arange(len(x), dtype=np.uint64)
     assert pseudo_k(16, 2000, 10_000) == 3 and pseudo_k(16, 10_000, 10_000) == 16 and pseudo_k(16, 5, 10**6) == 1

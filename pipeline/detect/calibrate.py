@@ -2,11 +2,15 @@
 
 - `dede`: the hold-out's DeDe scores (the decoder's own calibration).
 - `dede-rel`: the hold-out's DeDe scores relative to their difficulty, by a fit on the same hold-out.
-- `X:bank`: the hold-out embeddings scored against the bank, as corpus rows are; with `bank_trim` the bank
-  first loses that share of its rows whose own k-distance is furthest from the bank's median (`trim_bank`).
-- in-corpus `X`: the hold-out scored inside a pseudo-corpus, the hold-out plus the bank's rows of lowest
-  key hash, as many rows in all as the corpus reference sample has (fewer when fewer exist); each
-  hold-out row's self-match is excluded as a corpus row's is.
+- `X:bank`: the hold-out embeddings scored against the scoring half of the bank (`split_bank`), as corpus rows
+  are; with `bank_trim` that half first loses that share of its rows whose own k-distance is furthest from its
+  median (`trim_bank`).
+- in-corpus `X`: the hold-out scored inside a pseudo-corpus, the hold-out plus the bank's other half, as many rows
+  in all as the corpus reference sample has (fewer when fewer exist); each hold-out row's self-match is excluded
+  as a corpus row's is. The halves are disjoint because a corpus row's in-corpus neighbours are never its bank
+  neighbours: with one bank for both, a hold-out row's in-corpus and bank members read the same neighbours, the
+  ensemble's hold-out tail comes out thinner than a corpus's, and clean corpus rows cross its threshold above the
+  asked rate (results/calibration_shift.md).
 - `ensemble`: each member's hold-out scores ranked leave-one-out (a row is not ranked against itself),
   fused like corpus rows.
 Each distribution becomes a `Calibration` (the quantiles the `fpr:X` policy reads).
@@ -39,15 +43,21 @@ class Calibrated:
     calibrations: dict[str, Calibration]      # by detector name (dede: the decoder's)
 
 
+def split_bank(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scoring half, pseudo-corpus half) of the bank: its even and its odd rows, so each half spans the bank's key
+    hashes (it is stored lowest hash first)."""
+    return bank[::2], bank[1::2]
+
+
 def pseudo_corpus(clean: CleanReference, size: int) -> np.ndarray:
-    """The clean stand-in for a corpus reference of `size` rows: the hold-out, then the bank (lowest key
-    hash first), cut at `size` rows. Row i is id i, so hold-out row i is pseudo-corpus row i."""
-    return np.concatenate([clean.holdout_embeddings, clean.bank_embeddings])[:size]
+    """The clean stand-in for a corpus reference of `size` rows: the hold-out, then the bank's pseudo-corpus half
+    (`split_bank`), cut at `size` rows. Row i is id i, so hold-out row i is pseudo-corpus row i."""
+    return np.concatenate([clean.holdout_embeddings, split_bank(clean.bank_embeddings)[1]])[:size]
 
 
 def pseudo_rows(clean: CleanReference, size: int) -> int:
     """How many rows `pseudo_corpus(clean, size)` holds, without building it."""
-    return min(size, len(clean.holdout_embeddings) + len(clean.bank_embeddings))
+    return min(size, len(clean.holdout_embeddings) + len(clean.bank_embeddings) // 2)
 
 
 def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
@@ -114,13 +124,14 @@ def _fit(names: list[str], reference: np.ndarray, ids: np.ndarray | None, what: 
 def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, reference_ids: np.ndarray,
               dede: Calibration, k: int = K, bank_trim: float = 0.0) -> Calibrated:
     """Fit the plan's detectors on the corpus `reference` (rows with ids `reference_ids`; in-corpus density with
-    `corpus_k` neighbours, its pseudo-corpus with `pseudo_k`) and the bank (less `bank_trim` of it, `trim_bank`),
+    `corpus_k` neighbours, its pseudo-corpus with `pseudo_k`) and the bank's scoring half (less `bank_trim` of it),
     and calibrate each on the hold-out; `dede` is the decoder's calibration. BadInput when a reference is too small."""
     n = len(clean.holdout_scores)
     if plan.members and n < 2:
         raise BadInput(f"the decoder's hold-out holds {n} row; the ensemble's leave-one-out ranks need 2")
-    bank_rows = trim_bank(clean.bank_embeddings, bank_trim, k) if plan.bank else clean.bank_embeddings
-    bank = _fit(plan.bank, bank_rows, None, "the decoder's bank (reference.safetensors)", k)
+    scoring = split_bank(clean.bank_embeddings)[0]
+    bank_rows = trim_bank(scoring, bank_trim, k) if plan.bank else scoring
+    bank = _fit(plan.bank, bank_rows, None, "the scoring half of the decoder's bank (reference.safetensors)", k)
     relative = relative_error(plan, clean)
     pseudo = pseudo_corpus(clean, len(reference))
     k_in = corpus_k(len(reference), k)

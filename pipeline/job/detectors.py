@@ -101,7 +101,7 @@ def _check_reference(clean: CleanReference, reference: np.ndarray, log, prog: st
     pseudo = pseudo_rows(clean, rows)
     k_pseudo = pseudo_k(k, pseudo, rows)
     if k_pseudo < k:
-        log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and bank) with their "
+        log(f"{prog}: in-corpus density is calibrated on {pseudo} clean rows (hold-out and half the bank) with their "
             f"{k_pseudo} nearest, the corpus reference's {k} scaled to their number")
     sample = reference[:SHIFT_SAMPLE]
     shift = aux_shift(clean, sample)

@@ -43,9 +43,10 @@ DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
-FORMAT = 3
+FORMAT = 4
 """Bumped when what a cached decoder or score run means changes beyond the config its hash reads (3: decoders hash
-their resolved architecture, so a preset's new default needs no bump)."""
+their resolved architecture, so a preset's new default needs no bump; 4: the bank's two disjoint halves, one for the
+bank detectors and one for the in-corpus pseudo-corpus)."""
 Log = Callable[[str], None]
 
 
