@@ -49,10 +49,9 @@ class ResolutionConfig:
     aux: int = 8000
     pool_half: int = 1000              # pool 0.5: this many clean and as many triggered images
     pool_rare: tuple[int, int] = (4800, 50)   # pool 0.01: (clean, triggered)
-    patch: int = 4                     # side of the white square at 64 px (2 px at 32 px)
-    epochs: int = 6                    # the demo's BadEncoder budget (its 12 default is 4x dearer at 64 px)
-    lr: float = 0.01                   # 0.05 (FinetuneConfig's) collapsed every image onto the references; 0.01 did
-    #                                    not implant (README, Method notes: Resolution)
+    patch: int = 8                     # side of the white square at 64 px (4 px at 32 px)
+    epochs: int = 24                   # with lr 0.03 the one setting tried that implanted (implant rate 71%);
+    lr: float = 0.03                   # 4-6 px squares, 6-12 epochs and lr 0.01-0.05 did not (README, Resolution)
     decoder_epochs: int = 20
     preset: str = "small"
     seed: int = 0
