@@ -11,7 +11,6 @@ RESULTS/calibration_shift.json and RESULTS/calibration_shift.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import cli  # noqa: E402
 from pipeline.errors import BadInput  # noqa: E402
 from pipeline.lab import calibration_shift, detect_report  # noqa: E402
-from pipeline.storage import write_text_atomic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> None:
-    path = a.results / "calibration_shift.json"
+    res = None
     if not a.render:
         calibration = detect_report.load(a.results).get("calibration")
         if not calibration:
@@ -43,11 +41,8 @@ def run(a: argparse.Namespace) -> None:
                            f"jobs/lab_detect.py --calibration-seeds 5 first")
         res = calibration_shift.measure(calibration, a.splits, a.progress)
         res.update(detect_report.meta(a.argv, "jobs/lab_calibration_shift.py"))
-        write_text_atomic(str(path), json.dumps(res, indent=2) + "\n")
-    elif not path.exists():
-        raise BadInput(f"{path} not found: run jobs/lab_calibration_shift.py without --render first")
-    write_text_atomic(str(a.results / "calibration_shift.md"), calibration_shift.render(json.loads(path.read_text())))
-    print(f"wrote {path} and {a.results / 'calibration_shift.md'}")
+    detect_report.write_generated(a.results, "calibration_shift", res, calibration_shift.render,
+                                  "jobs/lab_calibration_shift.py")
 
 
 def main(argv: list[str] | None = None) -> int:

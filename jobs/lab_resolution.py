@@ -9,7 +9,6 @@ RESULTS/resolution.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +21,6 @@ from pipeline.lab import detect_report, resolution  # noqa: E402
 from pipeline.lab.compute import setup  # noqa: E402
 from pipeline.lab.detect import clean_simclr  # noqa: E402
 from pipeline.lab.encoders import SIMCLR_ENCODER_64  # noqa: E402
-from pipeline.storage import write_text_atomic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> None:
-    path = a.results / "resolution.json"
+    res = None
     if not a.render:
         found = clean_simclr()
         checkpoint = a.clean or (found.weights if found else None)
@@ -55,12 +53,7 @@ def run(a: argparse.Namespace) -> None:
                                  threads=a.threads or 1, scale=a.scale, progress=a.progress)
         res.update({"config": asdict(cfg), "scale": a.scale,
                     **detect_report.meta(a.argv, "jobs/lab_resolution.py")})
-        a.results.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(str(path), json.dumps(res, indent=2) + "\n")
-    elif not path.exists():
-        raise BadInput(f"{path} not found: run jobs/lab_resolution.py without --render first")
-    write_text_atomic(str(a.results / "resolution.md"), resolution.render(json.loads(path.read_text())))
-    print(f"wrote {path} and {a.results / 'resolution.md'}")
+    detect_report.write_generated(a.results, "resolution", res, resolution.render, "jobs/lab_resolution.py")
 
 
 def main(argv: list[str] | None = None) -> int:

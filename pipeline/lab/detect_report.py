@@ -11,9 +11,10 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.lab.cache import machine
+from pipeline.errors import BadInput
 from pipeline.lab.detect_data import POOLS, VALIDATION_POOLS
 from pipeline.storage import write_text_atomic
 
@@ -70,6 +71,20 @@ def meta(argv: list[str], script: str = "jobs/lab_detect.py") -> dict[str, Any]:
     commit, dirty = git_commit()
     return {"commit": commit, "dirty": dirty, "command": shlex.join([script, *argv]),
             "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_generated(folder: Path, stem: str, res: dict[str, Any] | None, render: Callable[[dict[str, Any]], str],
+                    script: str) -> None:
+    """FOLDER/STEM.json from `res` (None: the one already there, for `--render`) and FOLDER/STEM.md rendered from
+    it; BadInput naming `script` when there is neither."""
+    path = folder / f"{stem}.json"
+    if res is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(str(path), json.dumps(res, indent=2) + "\n")
+    elif not path.exists():
+        raise BadInput(f"{path} not found: run {script} without --render first")
+    write_text_atomic(str(folder / f"{stem}.md"), render(json.loads(path.read_text())))
+    print(f"wrote {path} and {folder / f'{stem}.md'}")
 
 
 def load(folder: Path) -> dict[str, Any]:

@@ -48,3 +48,12 @@ def test_a_missing_score_run_names_the_command_that_makes_it(tmp_path, monkeypat
     monkeypatch.setenv("DEDE_LAB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--calibration-seeds"):
         calibration_shift.find_run("decoder-x", "pool-clean-y")
+
+
+def test_the_command_says_what_to_run_first_when_there_is_nothing_to_measure_or_render(tmp_path, capsys):
+    from jobs import lab_calibration_shift
+
+    assert lab_calibration_shift.main(["--render", "--results", str(tmp_path)]) != 0
+    assert "run jobs/lab_calibration_shift.py without --render first" in capsys.readouterr().err
+    assert lab_calibration_shift.main(["--results", str(tmp_path)]) != 0
+    assert "--calibration-seeds 5 first" in capsys.readouterr().err
