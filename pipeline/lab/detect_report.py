@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.lab.cache import machine
 from pipeline.errors import BadInput
+from pipeline.lab.cache import machine
 from pipeline.lab.detect_data import POOLS, VALIDATION_POOLS
 from pipeline.storage import write_text_atomic
 
