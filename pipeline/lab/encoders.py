@@ -1,5 +1,6 @@
 """The lab's encoder specs, registered on import: `lab:simclr-r18@CKPT` (width read from the checkpoint), the same
-network at 64 px (`lab:simclr-r18-64@CKPT`) and `lab:clip-tiny@CKPT`. The core finds this module through the `dede_pipeline.encoders` entry point."""
+network at 64 px (`lab:simclr-r18-64@CKPT`) and `lab:clip-tiny@CKPT`. The core finds this module through the
+`dede_pipeline.encoders` entry point."""
 from __future__ import annotations
 
 from pipeline.encoders import (CIFAR_MEAN, CIFAR_STD, Encoder, EncoderSpec, OpenClipImageTower, checkpoint_state,

@@ -57,3 +57,8 @@ def test_the_command_says_what_to_run_first_when_there_is_nothing_to_measure_or_
     assert "run jobs/lab_calibration_shift.py without --render first" in capsys.readouterr().err
     assert lab_calibration_shift.main(["--results", str(tmp_path)]) != 0
     assert "--calibration-seeds 5 first" in capsys.readouterr().err
+
+
+def test_stats_count_the_measurements_inside_the_issues_band():
+    s = calibration_shift.stats([0.004, 0.005, 0.01, 0.015, 0.02])
+    assert s == {"mean": 0.0108, "sd": 0.00605, "min": 0.004, "max": 0.02, "in_band": 0.6}
