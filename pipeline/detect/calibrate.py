@@ -2,6 +2,7 @@
 
 - `dede`: the hold-out's DeDe scores (the decoder's own calibration).
 - `dede-rel`: the hold-out's DeDe scores relative to their difficulty, by a fit on the same hold-out.
+- `dede-region`: the same, less the median of its region's hold-out rows (regions: k-means of the whole bank).
 - `X:bank`: the hold-out embeddings scored against the scoring half of the bank (`split_bank`), as corpus rows
   are; with `bank_trim` that half first loses that share of its rows whose own k-distance is furthest from its
   median (`trim_bank`).
@@ -28,8 +29,9 @@ from pipeline.dede.thresholds import (Calibration, ThresholdPolicy, calibration_
 from pipeline.detect.density import K, k_distance
 from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble, rank_fusion
+from pipeline.detect.region import RegionalError
 from pipeline.detect.registry import DENSITY, Detector, fit
-from pipeline.detect.spec import DEDE, DEDE_REL, ENSEMBLE, DetectorPlan
+from pipeline.detect.spec import DEDE, DEDE_REGION, ENSEMBLE, DetectorPlan
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
 
@@ -72,16 +74,24 @@ def trim_bank(bank: np.ndarray, share: float, k: int = K) -> np.ndarray:
 
 
 def check_difficulty(plan: DetectorPlan, clean: CleanReference) -> None:
-    """BadInput when the plan has dede-rel and the reference predates the hold-out's difficulty."""
-    if DEDE_REL in plan.names and clean.holdout_difficulty is None:
-        raise BadInput(f"{DEDE_REL} needs the hold-out's difficulty, which decoders trained before it lack; "
-                       f"retrain the decoder with jobs/train_decoder.py")
+    """BadInput when the plan has dede-rel or dede-region and the reference predates the hold-out's difficulty."""
+    if plan.needs_difficulty and clean.holdout_difficulty is None:
+        raise BadInput(f"{plan.needs_difficulty[0]} needs the hold-out's difficulty, which decoders trained before it "
+                       f"lack; retrain the decoder with jobs/train_decoder.py")
 
 
 def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:
-    """dede-rel's fit on the hold-out when the plan has it (check_difficulty first)."""
+    """dede-rel's fit on the hold-out when the plan has it or dede-region (check_difficulty first)."""
     check_difficulty(plan, clean)
-    return RelativeError(clean.holdout_scores, clean.holdout_difficulty) if DEDE_REL in plan.names else None
+    return RelativeError(clean.holdout_scores, clean.holdout_difficulty) if plan.needs_difficulty else None
+
+
+def regional_error(plan: DetectorPlan, clean: CleanReference, relative: RelativeError | None) -> RegionalError | None:
+    """dede-region's fit (regions of the whole bank, medians of the hold-out) when the plan has it."""
+    if DEDE_REGION not in plan.names or relative is None:
+        return None
+    return RegionalError(relative, clean.bank_embeddings, clean.holdout_embeddings, clean.holdout_scores,
+                         clean.holdout_difficulty)
 
 
 def corpus_k(rows: int, k: int = K) -> int:
@@ -133,12 +143,13 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     bank_rows = trim_bank(scoring, bank_trim, k) if plan.bank else scoring
     bank = _fit(plan.bank, bank_rows, None, "the scoring half of the decoder's bank (reference.safetensors)", k)
     relative = relative_error(plan, clean)
+    regional = regional_error(plan, clean, relative)
     pseudo = pseudo_corpus(clean, len(reference))
     k_in = corpus_k(len(reference), k)
     corpus = _fit(plan.in_corpus, reference, reference_ids, "the corpus reference sample", k_in)
     k_pseudo = pseudo_k(k_in, len(pseudo), len(reference))
     clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k_pseudo), bank,
-                                None, relative)
+                                None, relative, regional)
     holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores, clean.holdout_difficulty)
     ensemble = None
     if plan.members:
@@ -147,7 +158,7 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
         holdout[ENSEMBLE] = rank_fusion(members, fusion=plan.fusion, leave_one_out=True)
     calibrations = {name: dede if name == DEDE else calibration_summary(holdout[name], paper_threshold=math.nan)
                     for name in plan.names}
-    return Calibrated(DetectorSuite(plan, corpus, bank, ensemble, relative), holdout, calibrations)
+    return Calibrated(DetectorSuite(plan, corpus, bank, ensemble, relative, regional), holdout, calibrations)
 
 
 def detector_threshold(policy: ThresholdPolicy | str | float, name: str, calibration: Calibration | None,

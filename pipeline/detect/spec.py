@@ -1,7 +1,8 @@
 """The detectors a scoring run computes (`score_corpus --detectors`), by name, and their Parquet columns.
 
 Names: `dede` (the decoder's score, always computed, column `score`); `dede-rel` (DeDe's score relative
-to the image's own difficulty, pipeline.detect.difficulty); every embedding detector of
+to the image's own difficulty, pipeline.detect.difficulty); `dede-region` (that, relative to the clean images
+of its region of embedding space, pipeline.detect.region); every embedding detector of
 `pipeline.detect.registry.DETECTORS`, scored in-corpus (against a sample of the corpus's own
 embeddings); the same name with `:bank`, scored against the decoder's bank of clean auxiliary
 embeddings; `ensemble` (rank fusion of `--ensemble` members, computed with it); `all` (every one).
@@ -16,8 +17,9 @@ from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS
 from pipeline.detect.registry import DETECTORS
 from pipeline.errors import BadInput
 
-DEDE, DEDE_REL, ENSEMBLE, BANK = "dede", "dede-rel", "ensemble", ":bank"
-SINGLE: tuple[str, ...] = (DEDE, DEDE_REL, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one detector each
+DEDE, DEDE_REL, DEDE_REGION, ENSEMBLE, BANK = "dede", "dede-rel", "dede-region", "ensemble", ":bank"
+DIFFICULTY_DETECTORS = (DEDE_REL, DEDE_REGION)   # those that read the rows' difficulty
+SINGLE: tuple[str, ...] = (DEDE, *DIFFICULTY_DETECTORS, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
 DEFAULT_ENSEMBLE = (DEDE, "slof:bank", "norm:bank", "kdist-dense")
 """DeDe, SLOF and the embedding norm against the clean bank, and the in-corpus crowding of k-distance: the best
@@ -63,6 +65,11 @@ class DetectorPlan:
     def needs_embeddings(self) -> bool:
         """True when any detector other than dede is computed (the run keeps the embeddings)."""
         return self.names != (DEDE,)
+
+    @property
+    def needs_difficulty(self) -> list[str]:
+        """The computed detectors that read the rows' difficulty (the scores Parquet's `difficulty` column)."""
+        return [n for n in self.names if n in DIFFICULTY_DETECTORS]
 
     @property
     def in_corpus(self) -> list[str]:

@@ -11,30 +11,37 @@ import numpy as np
 
 from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble
+from pipeline.detect.region import RegionalError
 from pipeline.detect.registry import Detector
-from pipeline.detect.spec import DEDE, DEDE_REL, ENSEMBLE, DetectorPlan, base
+from pipeline.detect.spec import DEDE, DEDE_REGION, DEDE_REL, DIFFICULTY_DETECTORS, ENSEMBLE, DetectorPlan, base
 
 
 class DetectorSuite:
     """The plan's detectors: `corpus` (by registry name, in-corpus), `bank` (by registry name, against
-    the bank), `relative` (dede-rel's clean fit, when the plan has it) and the ensemble (None: not
-    computed, or being calibrated)."""
+    the bank), `relative` and `regional` (dede-rel's and dede-region's clean fits, when the plan has them) and
+    the ensemble (None: not computed, or being calibrated)."""
 
     def __init__(self, plan: DetectorPlan, corpus: dict[str, Detector], bank: dict[str, Detector],
-                 ensemble: Ensemble | None, relative: RelativeError | None = None):
-        self.plan, self.corpus, self.bank, self.ensemble, self.relative = plan, corpus, bank, ensemble, relative
+                 ensemble: Ensemble | None, relative: RelativeError | None = None,
+                 regional: RegionalError | None = None):
+        self.plan, self.corpus, self.bank, self.ensemble = plan, corpus, bank, ensemble
+        self.relative, self.regional = relative, regional
 
     def score(self, x: np.ndarray, ids: np.ndarray, dede: np.ndarray,
               difficulty: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`, their `difficulty`, which
-        dede-rel needs); the ensemble when the suite has one."""
+        dede-rel and dede-region need); the ensemble when the suite has one."""
         out = {DEDE: np.asarray(dede, np.float64)}
         if DEDE_REL in self.plan.names:
             if self.relative is None or difficulty is None:
                 raise ValueError("dede-rel needs its clean fit and the rows' difficulty")
             out[DEDE_REL] = self.relative(dede, difficulty)
+        if DEDE_REGION in self.plan.names:
+            if self.regional is None or difficulty is None:
+                raise ValueError("dede-region needs its clean fit and the rows' difficulty")
+            out[DEDE_REGION] = self.regional(dede, difficulty, x)
         for name in self.plan.names:
-            if name in (DEDE, DEDE_REL, ENSEMBLE):
+            if name in (DEDE, *DIFFICULTY_DETECTORS, ENSEMBLE):
                 continue
             if len(x) == 0:
                 out[name] = np.empty(0)

@@ -18,7 +18,7 @@ from pipeline.dede.thresholds import Calibration, ThresholdPolicy
 from pipeline.detect.calibrate import (Calibrated, aux_shift, calibrate, corpus_k, detector_threshold, pseudo_k,
                                       pseudo_rows, shift_tolerance)
 from pipeline.detect.density import K
-from pipeline.detect.spec import DEDE, DEDE_REL, DetectorPlan, column
+from pipeline.detect.spec import DEDE, DetectorPlan, column
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
 from pipeline.job import outputs as O
@@ -159,10 +159,10 @@ def add_columns(table: pa.Table, stem: str, suite: DetectorSuite) -> pa.Table:
     pos, ids, emb = _scored(table, stem)
     dede = np.asarray(table.column("score").to_numpy(zero_copy_only=False), np.float64)[pos]
     difficulty = None
-    if DEDE_REL in suite.plan.names:
+    if suite.plan.needs_difficulty:
         if DIFFICULTY not in table.column_names:
-            raise JobError(f"scores/{stem}.parquet has no {DIFFICULTY} column, which {DEDE_REL} needs (written before "
-                           "it existed); rerun with --overwrite")
+            raise JobError(f"scores/{stem}.parquet has no {DIFFICULTY} column, which {suite.plan.needs_difficulty[0]} "
+                           "needs (written before it existed); rerun with --overwrite")
         difficulty = np.asarray(table.column(DIFFICULTY).to_numpy(zero_copy_only=False), np.float64)[pos]
     scores = suite.score(emb, ids, dede, difficulty)
     names = [n for n in suite.plan.names if n != DEDE]

@@ -43,10 +43,12 @@ DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
-FORMAT = 4
-"""Bumped when what a cached decoder or score run means changes beyond the config its hash reads (3: decoders hash
-their resolved architecture, so a preset's new default needs no bump; 4: the bank's two disjoint halves, one for the
-bank detectors and one for the in-corpus pseudo-corpus)."""
+DECODER_FORMAT = 4
+"""Bumped when what a cached decoder means changes beyond the config its hash reads (3: decoders hash their resolved
+architecture, so a preset's new default needs no bump; 4: bumped with the score runs' FORMAT 4)."""
+FORMAT = 5
+"""Bumped when what a cached score run means changes beyond the config its hash reads (4: the bank's two disjoint
+halves, one for the bank detectors and one for the in-corpus pseudo-corpus; 5: `all` computes dede-region too)."""
 Log = Callable[[str], None]
 
 
@@ -272,7 +274,7 @@ def _device(settings: Settings) -> str | None:
 def decoder_config(victim_sha: str, aux: ShardSet, settings: Settings, seed: int) -> dict[str, Any]:
     return {"kind": "decoder", "victim": victim_sha, "aux": aux.name, "model": settings.model().to_dict(),
             "epochs": settings.epochs, "max_aux": settings.max_aux, "batch_size": settings.batch_size, "seed": seed,
-            "format": FORMAT, "quantile_holdout": QUANTILE_HOLDOUT, **settings.trimmed()}
+            "format": DECODER_FORMAT, "quantile_holdout": QUANTILE_HOLDOUT, **settings.trimmed()}
 
 
 def ensure_decoder(spec: str, victim_sha: str, aux: ShardSet, settings: Settings, seed: int = 0,

@@ -21,8 +21,10 @@ from pipeline.storage import write_text_atomic
 RESULTS, DOCUMENT = "results.json", "detection.md"
 DOWNSTREAM_BLOCKS = ("downstream", "downstream_runs")
 """An attack entry's downstream measurement, kept by a rerun that does not redo it."""
-DEFAULT_KEY, DEDE_KEY, DEDE_REL_KEY, NO_DEFENCE = "ensemble", "dede", "dede_rel", "none"
+DEFAULT_KEY, DEDE_KEY, NO_DEFENCE = "ensemble", "dede", "none"
 """results keys of the product's default detector (score_corpus --detectors ensemble), DeDe, and no defence."""
+OWN_KEYS = (DEFAULT_KEY, DEDE_KEY, "dede_rel", "dede_region")
+"""results keys of DeDe and its variants: never counted as a baseline."""
 AUC_BAR = {"badencoder": 0.98, "drupe": 0.98, "clip-backdoor": 0.98, "ctrl": 0.92, "badclip": 0.92}
 TPR_BAR, FPR_BAR, ASR_BAR, CA_BAR = 0.90, 0.015, 0.05, 0.01
 """Issue 13's bar: AUC per attack at both pools; at the 1% pool TPR and clean FPR at the default
@@ -296,7 +298,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
         tpr, fpr = d01.get("tpr"), d01.get("fpr")
         rate_ok = None if tpr is None or fpr is None else tpr >= TPR_BAR and fpr <= FPR_BAR
         base = {k: m.get("auc") for k, m in det.get("0.01", {}).items()
-                if k not in (DEFAULT_KEY, DEDE_KEY, DEDE_REL_KEY) and m.get("auc") is not None}
+                if k not in OWN_KEYS and m.get("auc") is not None}
         best = max(base, key=base.get) if base else None
         beats = None if best is None or d01.get("auc") is None else d01["auc"] >= base[best]
         down = e.get("downstream", {})

@@ -16,8 +16,9 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,dede-rel,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
-COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
+DETECTORS = "dede,dede-rel,dede-region,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
+COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "dede-region": "det_dede_region",
+           "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
            "norm:bank": "det_norm_bank", "ensemble": "det_ensemble"}
 
 
@@ -92,7 +93,7 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
 
 @pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
-    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, kdist"),
+    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, dede-region, kdist"),
                    "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
                    "fusion": (["--fusion", "median"], "invalid choice"),
                    "bank-trim": (["--bank-trim", "0.7"], "--bank-trim must be in [0, 0.5), got 0.7")}[case]
