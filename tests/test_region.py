@@ -35,7 +35,7 @@ def test_region_medians_find_triggered_rows_in_an_easy_region_that_the_global_re
     assert sorted(np.bincount(regional.region(CENTRES))) == [1, 1, 1, 1]    # one region per centre
     x, s, d = _clean(rng, 4000)
     tx, ts, td = _clean(rng, 40, region=3)
-    ts = ts * np.exp(0.8)                                                   # 2.2x its region's error: still below the rest
+    ts = ts * np.exp(0.8)                                          # 2.2x its region's error: still below the rest
     y = np.r_[np.zeros(4000), np.ones(40)]
     xs, ss, ds = np.r_[x, tx], np.r_[s, ts], np.r_[d, td]
     global_auc, region_auc = roc_auc_score(y, rel(ss, ds)), roc_auc_score(y, regional(ss, ds, xs))

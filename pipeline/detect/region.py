@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.detect.difficulty import RelativeError
 
 REGIONS = 5
-"""k-means regions of the bank (3-5 were alike on the lab's validation pools, 10 and 20 worse)."""
+"""k-means regions of the bank (results/regions.md: chosen on the lab's validation pools)."""
 MIN_ROWS = 50
 """A region holding fewer clean hold-out rows than this takes the whole hold-out's median."""
 SEED = 0
