@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=RUN",
                     help="a score_corpus run (with --detectors all and ground truth `poisoned`) reported beside the table")
     ap.add_argument("--results", type=Path, default=Path("results"), help="folder of results.json and fusion.*")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
     return ap
 
 
@@ -32,7 +33,7 @@ def run(a: argparse.Namespace) -> None:
         if not sep or not Path(path, "run.json").exists():
             raise BadInput(f"--extra {item!r}: use NAME=RUN, RUN a finished score_corpus folder")
         extra[name] = Path(path)
-    out = fusion.search(detect_report.load(a.results), extra)
+    out = fusion.search(detect_report.load(a.results), extra, progress=a.progress)
     out.update({k: v for k, v in detect_report.meta(a.argv, "jobs/lab_fusion.py").items() if k in ("command", "commit")})
     fusion.write(a.results, out)
     print(f"wrote {a.results / 'fusion.json'} and {a.results / 'fusion.md'}")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from pipeline.detect.ensemble import FUSIONS, rank_fusion
+from pipeline.detect.ensemble import FUSIONS, fuse, percentile
 from pipeline.detect.metrics import auc
 from pipeline.detect.spec import DEFAULT_ENSEMBLE, column
 from pipeline.errors import BadInput
@@ -26,13 +28,27 @@ SPLITS = {"validation": (VALIDATION_POOLS, "val-0.01"), "test": (POOLS, "0.01")}
 """Split -> (its pools, the pool its members are ranked against)."""
 
 
-def cell_tables(results: dict[str, Any], extra: dict[str, Path],
-                split: str = "validation") -> dict[str, tuple[dict, dict]]:
-    """cell name -> (scores table, reference table): attack@pool of the split's runs, and each extra run
-    (its own reference)."""
+@dataclass(frozen=True)
+class Cell:
+    """One pool's ok rows: their ground truth and, per candidate, their scores' percentiles against the cell's
+    reference run (the job's Ensemble rule), computed once for every member set."""
+
+    labels: np.ndarray
+    percentiles: dict[str, np.ndarray]
+
+
+def _cell(table: dict, ref: dict) -> Cell:
+    ok, y = ground_truth(table)
+    return Cell(y[ok], {m: percentile(np.nan_to_num(np.asarray(table[column(m)], float)[ok]),
+                                      np.nan_to_num(np.asarray(ref[column(m)], float))) for m in CANDIDATES})
+
+
+def cell_tables(results: dict[str, Any], extra: dict[str, Path], split: str = "validation") -> dict[str, Cell]:
+    """cell name -> Cell: attack@pool of the split's runs, ranked against the attack's reference pool, and each
+    extra run (its own reference)."""
     pools, reference = SPLITS[split]
     cols = [column(c) for c in CANDIDATES]
-    cells: dict[str, tuple[dict, dict]] = {}
+    cells: dict[str, Cell] = {}
     for attack, entry in results.get("attacks", {}).items():
         runs = entry.get("runs", {}).get(DEFAULT_AUX, {})
         if reference not in runs:
@@ -40,22 +56,20 @@ def cell_tables(results: dict[str, Any], extra: dict[str, Path],
         ref = read_scores(detect_cache() / runs[reference]["run"], cols)
         for pool in pools:
             if pool in runs:
-                cells[f"{attack}@{pool}"] = (read_scores(detect_cache() / runs[pool]["run"], cols), ref)
+                cells[f"{attack}@{pool}"] = _cell(read_scores(detect_cache() / runs[pool]["run"], cols), ref)
     for name, run_dir in extra.items():
         table = read_scores(run_dir, cols)
-        cells[name] = (table, table)
+        cells[name] = _cell(table, table)
     return cells
 
 
-def fused_auc(table: dict, ref: dict, members: tuple[str, ...], fusion: str) -> float:
-    """AUC of the members' rank fusion, each ranked against its scores in `ref` (the job's Ensemble rule)."""
-    ok, y = ground_truth(table)
-    scores = {m: np.nan_to_num(np.asarray(table[column(m)], float)[ok]) for m in members}
-    return float(auc(y[ok], rank_fusion(scores, {m: np.nan_to_num(np.asarray(ref[column(m)], float)) for m in members},
-                                        fusion)))
+def fused_auc(cell: Cell, members: tuple[str, ...], fusion: str) -> float:
+    """AUC of the members' rank fusion in `cell`."""
+    return float(auc(cell.labels, fuse([cell.percentiles[m] for m in members], fusion)))
 
 
-def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep: int = 40) -> dict[str, Any]:
+def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep: int = 40,
+           progress: bool = True) -> dict[str, Any]:
     """Every member set's AUC per cell, ranked by the mean over the validation cells (test cells and extra
     runs reported, not ranked); keeps the `keep` best sets and the default's."""
     ranked = cell_tables(results, {}, "validation")
@@ -65,15 +79,15 @@ def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep:
     cells = {**ranked, **cell_tables(results, extra, "test")}
     test_cells = [c for c in cells if c not in ranked and c not in extra]
     rows = []
-    for k in range(1, size + 1):
-        for members in itertools.combinations(CANDIDATES, k):
-            for fusion in FUSIONS if k > 1 else ("mean",):
-                aucs = {c: round(fused_auc(t, r, members, fusion), 4) for c, (t, r) in cells.items()}
-                vals = [aucs[c] for c in ranked]
-                tests = [aucs[c] for c in test_cells]
-                rows.append({"members": list(members), "fusion": fusion, "validation_mean": round(float(np.mean(vals)), 4),
-                             "validation_min": round(float(min(vals)), 4),
-                             "test_mean": round(float(np.mean(tests)), 4) if tests else None, "auc": aucs})
+    sets = [(members, fusion) for k in range(1, size + 1) for members in itertools.combinations(CANDIDATES, k)
+            for fusion in (FUSIONS if k > 1 else ("mean",))]
+    for members, fusion in tqdm(sets, desc="member sets", disable=not progress):
+        aucs = {c: round(fused_auc(cell, members, fusion), 4) for c, cell in cells.items()}
+        vals = [aucs[c] for c in ranked]
+        tests = [aucs[c] for c in test_cells]
+        rows.append({"members": list(members), "fusion": fusion, "validation_mean": round(float(np.mean(vals)), 4),
+                     "validation_min": round(float(min(vals)), 4),
+                     "test_mean": round(float(np.mean(tests)), 4) if tests else None, "auc": aucs})
     rows.sort(key=lambda r: (-r["validation_mean"], r["members"], r["fusion"]))
     for i, r in enumerate(rows):
         r["rank"] = i + 1
