@@ -77,7 +77,8 @@ def check_difficulty(plan: DetectorPlan, clean: CleanReference) -> None:
     """BadInput when the plan has dede-rel or dede-region and the reference predates the hold-out's difficulty."""
     if plan.needs_difficulty and clean.holdout_difficulty is None:
         raise BadInput(f"{plan.needs_difficulty[0]} needs the hold-out's difficulty, which decoders trained before it "
-                       f"lack; retrain the decoder with jobs/train_decoder.py")
+                       f"lack; retrain the decoder with jobs/train_decoder.py, or leave it out of --detectors and "
+                       f"--ensemble")
 
 
 def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:

@@ -16,10 +16,10 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,dede-rel,dede-region,kdist-dense,slof:bank,ensemble"          # the default ensemble adds norm:bank
+DETECTORS = "dede,dede-rel,dede-region,kdist-dense,slof:bank,ensemble"   # the default ensemble adds kdist:bank
 COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "dede-region": "det_dede_region",
            "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
-           "norm:bank": "det_norm_bank", "ensemble": "det_ensemble"}
+           "kdist:bank": "det_kdist_bank", "ensemble": "det_ensemble"}
 
 
 def _argv(inputs, decoder, out, *extra):
@@ -104,7 +104,7 @@ def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_d
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra,asked", [([], "(slof:bank, norm:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
+@pytest.mark.parametrize("extra,asked", [([], "(dede-region, slof:bank, kdist:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
                                          (["--detectors", "kdist"], "(kdist) of --detectors kdist")])
 def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path, cifar_shard_dir, tiny_decoder,
                                                          capsys):
@@ -132,8 +132,8 @@ def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path,
 
 def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder,
                                                                          capsys):
-    """A clean reference without the hold-out's difficulty: dede-rel is one line before Ray starts; the
-    embedding detectors still plan."""
+    """A clean reference without the hold-out's difficulty: dede-rel, and the default ensemble (its dede-region), is
+    one line before Ray starts; the embedding detectors still plan."""
     from dataclasses import asdict, replace
 
     from pipeline.dede.config import load_decoder_config
@@ -152,4 +152,8 @@ def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dede-rel needs the hold-out's difficulty" in err[0] and "retrain" in err[0], err
     assert not out.exists()
-    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old))).clean is not None
+    assert main(_argv(cifar_shard_dir, str(old), out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dede-region needs the hold-out's difficulty" in err[0] and "--ensemble" in err[0], err
+    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old),
+                          detectors=["kdist", "slof:bank"])).clean is not None
