@@ -31,16 +31,16 @@ def test_region_medians_find_triggered_rows_in_an_easy_region_that_the_global_re
     bank = _clean(rng, 1000)[0]
     hold_x, hold_s, hold_d = _clean(rng, 2000)
     rel = RelativeError(hold_s, hold_d)
-    regional = RegionalError(rel, bank, hold_x, hold_s, hold_d, regions=4)
+    regional = RegionalError(bank, hold_x, rel(hold_s, hold_d), regions=4)
     assert sorted(np.bincount(regional.region(CENTRES))) == [1, 1, 1, 1]    # one region per centre
     x, s, d = _clean(rng, 4000)
     tx, ts, td = _clean(rng, 40, region=3)
     ts = ts * np.exp(0.8)                                          # 2.2x its region's error: still below the rest
     y = np.r_[np.zeros(4000), np.ones(40)]
     xs, ss, ds = np.r_[x, tx], np.r_[s, ts], np.r_[d, td]
-    global_auc, region_auc = roc_auc_score(y, rel(ss, ds)), roc_auc_score(y, regional(ss, ds, xs))
+    global_auc, region_auc = roc_auc_score(y, rel(ss, ds)), roc_auc_score(y, regional(rel(ss, ds), xs))
     assert global_auc < 0.8 and region_auc > 0.99, (global_auc, region_auc)
-    clean = regional(s, d, x)
+    clean = regional(rel(s, d), x)
     assert all(abs(np.median(clean[regional.region(x) == r])) < 0.05 for r in range(4))   # each region centred
 
 
@@ -49,12 +49,12 @@ def test_a_sparse_region_takes_the_whole_hold_out_median_and_a_tiny_bank_is_refu
     hold_x, hold_s, hold_d = _clean(rng, 300, region=0)
     bank = np.r_[_clean(rng, 200, region=0)[0], _clean(rng, 200, region=1)[0]]   # the hold-out never visits region 1
     rel = RelativeError(hold_s, hold_d)
-    regional = RegionalError(rel, bank, hold_x, hold_s, hold_d, regions=2)
+    regional = RegionalError(bank, hold_x, rel(hold_s, hold_d), regions=2)
     empty = regional.region(CENTRES[1:2])[0]
     assert regional.centre[empty] == pytest.approx(np.median(rel(hold_s, hold_d)))
     assert regional.region(np.empty((0, 8))).shape == (0,)
     with pytest.raises(ValueError, match="at least 5 rows"):
-        RegionalError(rel, bank[:3], hold_x, hold_s, hold_d, regions=5)
+        RegionalError(bank[:3], hold_x, rel(hold_s, hold_d), regions=5)
 
 
 def test_a_run_calibrates_dede_region_on_the_hold_out_and_holds_its_rate_on_new_clean_rows():

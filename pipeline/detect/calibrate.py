@@ -91,8 +91,8 @@ def regional_error(plan: DetectorPlan, clean: CleanReference, relative: Relative
     """dede-region's fit (regions of the whole bank, medians of the hold-out) when the plan has it."""
     if DEDE_REGION not in plan.names or relative is None:
         return None
-    return RegionalError(relative, clean.bank_embeddings, clean.holdout_embeddings, clean.holdout_scores,
-                         clean.holdout_difficulty)
+    return RegionalError(clean.bank_embeddings, clean.holdout_embeddings,
+                         relative(clean.holdout_scores, clean.holdout_difficulty))
 
 
 def corpus_k(rows: int, k: int = K) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.detect.difficulty import RelativeError
-
 REGIONS = 5
 """k-means regions of the bank (results/regions.md: chosen on the lab's validation pools)."""
 MIN_ROWS = 50
@@ -26,18 +24,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class RegionalError:
-    """Fitted on the bank (the regions) and the clean hold-out (each region's median `dede-rel` residual);
-    `regional(scores, difficulty, x)` -> residual less its region's clean median."""
+    """Fitted on the bank (the regions) and the clean hold-out's `dede-rel` residuals (each region's median);
+    `regional(residual, x)` -> each row's residual less its region's clean median."""
 
-    def __init__(self, relative: RelativeError, bank: np.ndarray, holdout: np.ndarray, holdout_scores: np.ndarray,
-                 holdout_difficulty: np.ndarray, regions: int = REGIONS, seed: int = SEED):
+    def __init__(self, bank: np.ndarray, holdout: np.ndarray, holdout_residual: np.ndarray, regions: int = REGIONS,
+                 seed: int = SEED):
         from sklearn.cluster import KMeans
 
         if len(bank) < regions:
             raise ValueError(f"dede-region needs a bank of at least {regions} rows, got {len(bank)}")
-        self.relative = relative
         self.centroids = KMeans(regions, n_init=4, random_state=seed).fit(_unit(bank)).cluster_centers_  # (R, d)
-        residual = relative(holdout_scores, holdout_difficulty)
+        residual = np.asarray(holdout_residual, np.float64)
         region = self.region(holdout)
         overall = float(np.median(residual))
         self.centre = np.array([float(np.median(residual[region == r])) if (region == r).sum() >= MIN_ROWS
@@ -48,5 +45,5 @@ class RegionalError:
         c = self.centroids
         return np.argmin((c * c).sum(1) - 2 * _unit(x) @ c.T, axis=1) if len(x) else np.empty(0, np.int64)
 
-    def __call__(self, scores: np.ndarray, difficulty: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return self.relative(scores, difficulty) - self.centre[self.region(x)]
+    def __call__(self, residual: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.asarray(residual, np.float64) - self.centre[self.region(x)]

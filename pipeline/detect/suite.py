@@ -32,14 +32,16 @@ class DetectorSuite:
         """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`, their `difficulty`, which
         dede-rel and dede-region need); the ensemble when the suite has one."""
         out = {DEDE: np.asarray(dede, np.float64)}
-        if DEDE_REL in self.plan.names:
+        if self.plan.needs_difficulty:
             if self.relative is None or difficulty is None:
-                raise ValueError("dede-rel needs its clean fit and the rows' difficulty")
-            out[DEDE_REL] = self.relative(dede, difficulty)
-        if DEDE_REGION in self.plan.names:
-            if self.regional is None or difficulty is None:
-                raise ValueError("dede-region needs its clean fit and the rows' difficulty")
-            out[DEDE_REGION] = self.regional(dede, difficulty, x)
+                raise ValueError(f"{self.plan.needs_difficulty[0]} needs its clean fit and the rows' difficulty")
+            residual = self.relative(dede, difficulty)               # dede-rel, which dede-region also starts from
+            if DEDE_REL in self.plan.names:
+                out[DEDE_REL] = residual
+            if DEDE_REGION in self.plan.names:
+                if self.regional is None:
+                    raise ValueError("dede-region needs its clean fit")
+                out[DEDE_REGION] = self.regional(residual, x)
         for name in self.plan.names:
             if name in (DEDE, *DIFFICULTY_DETECTORS, ENSEMBLE):
                 continue

@@ -34,17 +34,19 @@ def measure(results: dict[str, Any], counts: tuple[int, ...] = COUNTS) -> dict[s
         folder = detect_cache() / decoder["folder"]
         ref = load_reference(str(folder), load_decoder_config(str(folder)))
         rel = RelativeError(ref.holdout_scores, ref.holdout_difficulty)
-        fits = {r: RegionalError(rel, ref.bank_embeddings, ref.holdout_embeddings, ref.holdout_scores,
-                                 ref.holdout_difficulty, regions=r) for r in counts}
+        held = rel(ref.holdout_scores, ref.holdout_difficulty)
+        fits = {r: RegionalError(ref.bank_embeddings, ref.holdout_embeddings, held, regions=r) for r in counts}
         for pool in (*VALIDATION_POOLS, *POOLS):
             if pool not in runs:
                 continue
             table = read_scores(detect_cache() / runs[pool]["run"], [EMBEDDING, "score", "difficulty"])
             ok, y = ground_truth(table)
-            x, s, d = table[EMBEDDING][ok], table["score"][ok], table["difficulty"][ok]
+            x, s = table[EMBEDDING][ok], table["score"][ok]
+            residual = rel(s, table["difficulty"][ok])
             cells[f"{attack}@{pool}"] = {"split": "validation" if pool in VALIDATION_POOLS else "test",
                                          "dede": round(auc(y[ok], s), 4),
-                                         "auc": {str(r): round(auc(y[ok], fit(s, d, x)), 4) for r, fit in fits.items()}}
+                                         "auc": {str(r): round(auc(y[ok], fit(residual, x)), 4)
+                                                 for r, fit in fits.items()}}
     if not any(c["split"] == "validation" for c in cells.values()):
         raise BadInput("results.json holds no validation runs: run jobs/lab_detect.py --pools val-0.5 val-0.01 first")
     summary = {}
