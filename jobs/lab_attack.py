@@ -7,8 +7,9 @@
   lab_attack.py badclip    --clean lab:clip-tiny@CKPT [--share 0.01] [--pairs N] [--trigger-out FILE]
 
 --epochs, --lr, --batch-size and --max-minutes default to the attack's config: FinetuneConfig
-(BadEncoder, DRUPE), SimCLRConfig (CTRL), ClipConfig with attacks.CLIP_SCRATCH (CLIP-Backdoor, trained
-from scratch unless --init clean) or attacks.CLIP_FINETUNE (BadCLIP, CLIP-Backdoor --init clean).
+(BadEncoder; DRUPE with attacks.DRUPE), SimCLRConfig (CTRL), ClipConfig with attacks.CLIP_SCRATCH
+(CLIP-Backdoor, trained from scratch unless --init clean) or attacks.CLIP_FINETUNE (BadCLIP,
+CLIP-Backdoor --init clean).
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--drupe-separation", choices=SEPARATIONS, default=f.drupe_separation,
                     help="DRUPE: its code's separation term (paper), the mean over distinct reference pairs above "
                          "0.4/0.5 (absolute), or above the references' clean cosine (clean)")
+    ap.add_argument("--drupe-centre", action=argparse.BooleanOptionalAction, default=f.drupe_centre,
+                    help="DRUPE: cosines about the clean shadow features' mean, not the origin")
     ap.add_argument("--ratio", type=float, default=0.01, help="CTRL: poisoned share of the train split")
     ap.add_argument("--width", type=float, default=0.125, help="CTRL: ResNet-18 width")
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
@@ -70,8 +73,10 @@ def config(a: argparse.Namespace) -> FinetuneConfig | SimCLRConfig | ClipConfig:
              if v is not None}
     if a.attack in ("badencoder", "drupe"):
         given.pop("max_minutes", None)
+        base = attacks.DRUPE if a.attack == "drupe" else {}
         return FinetuneConfig(method=a.attack, shadow=a.shadow, references=a.references, reference_pick=a.reference_pick,
-                              drupe_separation=a.drupe_separation, target=a.target, seed=a.seed, **given)
+                              drupe_separation=a.drupe_separation, drupe_centre=a.drupe_centre, target=a.target,
+                              seed=a.seed, **{**base, **given})
     if a.attack == "ctrl":
         return SimCLRConfig(width=a.width, seed=a.seed, **given)
     base = attacks.CLIP_SCRATCH if a.attack == "clip-backdoor" and a.init == "scratch" else attacks.CLIP_FINETUNE

@@ -30,7 +30,8 @@ class ClipConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = (0.9, 1.0)     # open_clip's training crop (AugmentationCfg.scale)
+    hflip: bool = False                              # open_clip's training transform does not flip
     freeze_text: bool = False
     seed: int = 0
     monitor_every_minutes: float = 5.0
@@ -112,7 +113,8 @@ def train_clip(cfg: ClipConfig, images: np.ndarray, captions: Captions, test: np
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
                                               * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     for idx in loop:
-        x = hflip(random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale)))
+        x = random_resized_crop(as_float01(data[idx]), tuple(cfg.crop_scale))
+        x = hflip(x) if cfg.hflip else x
         text = captions(idx).to(device)
         with autocast(device):
             img_f = model.encode_image(to_input((x - mean) / std, device), normalize=True)

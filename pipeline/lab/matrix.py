@@ -4,7 +4,9 @@ A cell is `lab_attack.py ATTACK --clean SPEC --trigger FILE --target T [FLAGS]`,
 (the CLI's own parsing, so a cell without FLAGS uses exactly the CLI's defaults, and is cached like any
 attack). Its row holds the attacked encoder's clean accuracy and ASR, the clean encoder's accuracy and
 the flags. A cell holds when ASR >= 90% and CA is at most 2 points below the clean encoder's; an attack
-is reproduced when every cell of the full grid holds with no extra flags.
+is reproduced when every cell of the full grid holds with no extra flags. SimCLR-family rows also carry the
+ASR of a probe trained on a 1%-poisoned downstream set (DeDe Table 2's setting, `evaluate.assess`), shown
+beside the verdict and not part of it.
 """
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ def run_cell(cell: Cell, clean_spec: str, trigger_file: Path, flags: list[str], 
     row = {"attack": cell.attack, "trigger": cell.trigger, "trigger_kind": kind, "trigger_args": kwargs,
            "trigger_hash": trigger_hash(make_trigger(cell.trigger)), "target": cell.target,
            "clean_accuracy": card["ca"], "attack_success_rate": card["asr"],
+           "downstream_attack_success_rate": card.get("downstream_asr"),
            "clean_encoder_accuracy": card.get("clean_ca"), "flags": flags,
            "entry": Path(card["spec"].split("@", 1)[1]).parent.name, "config": card["config"],
            "train_minutes": card["train_minutes"], "wall_minutes": card["wall_minutes"], "machine": card["machine"],
@@ -125,11 +128,13 @@ def section(rows: list[dict[str, Any]]) -> str:
     """The markdown matrix: one row per cell, then the per-attack verdicts."""
     lines = [f"### Reproduction matrix (`results/matrix.json`; a cell holds at ASR >= {100 * ASR_BAR:.0f}% and CA at "
              f"most {100 * CA_DROP_BAR:.0f} points below the clean encoder)", "",
-             "| attack | trigger | target | CA | clean encoder CA | ASR | holds | flags | train / wall min | entry |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| attack | trigger | target | CA | clean encoder CA | ASR | ASR, 1%-poisoned downstream | holds | flags "
+             "| train / wall min | entry |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['attack']} | {_trigger_label(r['trigger'])} | {r['target']} | {_pct(r['clean_accuracy'])} "
                      f"| {_pct(r['clean_encoder_accuracy'])} | {_pct(r['attack_success_rate'])} "
+                     f"| {_pct(r.get('downstream_attack_success_rate'))} "
                      f"| {'yes' if r['holds'] else 'NO'} | {' '.join(r['flags']) or 'defaults'} "
                      f"| {r['train_minutes']} / {r['wall_minutes']} | {r['entry']} |")
     lines += ["", *(f"- **{a}**: {s}" for a, s in summary(rows).items())]

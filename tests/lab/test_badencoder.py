@@ -16,11 +16,12 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
 
 
-def _run(method: str, epochs: int, trigger: Trigger | None = None) -> tuple[CifarResNet, list[dict[str, float]]]:
+def _run(method: str, epochs: int, trigger: Trigger | None = None, **kw) -> tuple[CifarResNet, list[dict[str, float]]]:
     torch.manual_seed(0)
     shadow, refs = _data()
     clean = CifarResNet("resnet18", 0.125)
-    cfg = FinetuneConfig(method=method, epochs=epochs, batch=16, lr=0.05, drupe_warmup_epochs=0, drupe_full_from=0)
+    cfg = FinetuneConfig(**{"method": method, "epochs": epochs, "batch": 16, "lr": 0.05, "drupe_warmup_epochs": 0,
+                            "drupe_full_from": 0, **kw})
     net, history, minutes = backdoor_finetune(clean, cfg, shadow, refs, trigger or square_trigger(), CIFAR_MEAN,
                                               CIFAR_STD, torch.device("cpu"))
     assert len(history) == epochs and minutes > 0
@@ -46,11 +47,20 @@ def test_tiny_drupe_run_backdoor_loss_falls_on_a_trigger_other_than_the_default(
     assert history[-1]["l0"] < history[0]["l0"] - 0.005
 
 
+def test_drupe_centre_measures_cosines_about_the_clean_mean_not_the_origin():
+    _, raw = _run("drupe", 1, lr=0.0, drupe_centre=False)
+    _, centred = _run("drupe", 1, lr=0.0, drupe_centre=True)
+    assert raw[0]["l3"] > 0.9                    # ReLU features are non-negative: every pair points the same way
+    assert centred[0]["l3"] < raw[0]["l3"] - 0.2
+    assert raw[0]["l2"] == pytest.approx(-1, abs=1e-4) and centred[0]["l2"] == pytest.approx(-1, abs=1e-4)
+
+
 def test_badencoder_config_leaves_out_drupe_only_fields():
     bad, drupe = FinetuneConfig(method="badencoder").to_dict(), FinetuneConfig(method="drupe").to_dict()
     assert not any(k.startswith("drupe_") or k == "sw_projections" for k in bad)
     assert set(drupe) - set(bad) == {"drupe_warmup_epochs", "drupe_full_from", "drupe_adapt_after", "drupe_cost_sw",
-                                     "drupe_cost_conc", "drupe_separation", "sw_projections", "drupe_format"}
+                                     "drupe_cost_conc", "drupe_separation", "drupe_centre", "sw_projections",
+                                     "drupe_format"}
     assert FinetuneConfig(method="badencoder", drupe_separation="absolute").to_dict() == bad
 
 
