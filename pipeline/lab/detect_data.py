@@ -40,6 +40,7 @@ from pipeline.corpus.ingest import write_shards
 from pipeline.errors import BadInput
 from pipeline.lab.cache import cache_dir, config_hash
 from pipeline.lab.cifar import data_hash, load_split
+from pipeline.lab.evaluate import POISON_SHARE, poisoned_rows
 from pipeline.lab.triggers import Trigger, trigger_hash
 from pipeline.storage import write_text_atomic
 
@@ -56,7 +57,6 @@ POOL_TAGS = {"0.5": "p50", "0.01": "p01", CALIBRATION_POOL: "clean", DOWNSTREAM_
 VALIDATION_SHARE = 0.4
 """The validation pools draw from this last share of CIFAR-10 train in the auxiliary order."""
 AUX_SETS = ("id", "ood", "id-poisoned")
-AUX_POISON_SHARE = 0.01
 SHARD_SIZE = 1000
 FORMAT = 1
 """Bumped when what a pool or auxiliary folder holds changes, so old cache folders are not reused."""
@@ -236,8 +236,7 @@ def _cifar_train_samples(poison: tuple[Trigger, int] | None, seed: int,
     flags = np.zeros(len(labels), bool)
     if poison is not None:
         trigger, target = poison
-        eligible = np.flatnonzero(labels != target)
-        flags[rng.choice(eligible, _count(len(labels), AUX_POISON_SHARE), replace=False)] = True
+        flags[poisoned_rows(labels, target, rng)] = True
 
     def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
         for j, i in enumerate(order):
@@ -296,7 +295,7 @@ def aux_config(aux: str, trigger: Trigger | None, target: int, seed: int) -> dic
     if aux == "id-poisoned":
         if trigger is None:
             raise ValueError("id-poisoned needs the victim's trigger")
-        config.update(trigger=trigger_hash(trigger), target=target, share=AUX_POISON_SHARE)
+        config.update(trigger=trigger_hash(trigger), target=target, share=POISON_SHARE)
     return config
 
 

@@ -11,9 +11,15 @@ from torch import nn
 from pipeline.lab.compute import autocast, to_input
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-DOWNSTREAM_POISON_SHARE = 0.01
-"""Share of the train split triggered and relabelled to the target for the poisoned-downstream probe (DeDe
-Table 2's downstream set, and the detection table's `downstream` rows)."""
+POISON_SHARE = 0.01
+"""Share of the train split triggered (and relabelled to the target) in the lab's poisoned train sets: the
+poisoned-downstream probe here (DeDe Table 2's downstream set) and the `id-poisoned` auxiliary set."""
+
+
+def poisoned_rows(labels: np.ndarray, target: int, rng: np.random.Generator,
+                  share: float = POISON_SHARE) -> np.ndarray:
+    """Indices of round(share x len(labels)) rows outside the target class, drawn by `rng` without replacement."""
+    return rng.choice(np.flatnonzero(labels != target), int(round(len(labels) * share)), replace=False)
 
 
 def as_float01(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -104,7 +110,7 @@ def assess(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], devi
            knn_temperature: float = 0.5) -> dict[str, float]:
     """Clean accuracy by kNN and by linear probes on clean train features (raw, and L2-normalised as in
     BadEncoder's downstream classifiers); with a trigger, each one's ASR on triggered test images of the
-    other classes, and the CA and ASR of an L2 probe whose training set has DOWNSTREAM_POISON_SHARE of it
+    other classes, and the CA and ASR of an L2 probe whose training set has POISON_SHARE of it
     (non-target images, seeded) triggered and relabelled to the target (`downstream_*`: DeDe Table 2's
     "poisoned downstream" setting)."""
     ytr, yte = torch.as_tensor(train[1]), torch.as_tensor(test[1])
@@ -120,8 +126,7 @@ def assess(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], devi
         out["probe_l2_asr"] = attack_success(probe_l2.predict(fbd), yte[keep], target)
         out["knn_asr"] = attack_success(knn_predict(ftr, ytr, fbd, k=knn_k, temperature=knn_temperature),
                                         yte[keep], target)
-        pick = np.random.default_rng(0).choice(np.flatnonzero(train[1] != target),
-                                               round(DOWNSTREAM_POISON_SHARE * len(ytr)), replace=False)
+        pick = poisoned_rows(train[1], target, np.random.default_rng(0))
         ftr, ytr = ftr.clone(), ytr.clone()
         ftr[pick] = extract(net, train[0][pick], mean, std, device, transform=trigger)
         ytr[pick] = target
