@@ -2,7 +2,7 @@
 
   lab_attack.py badencoder --clean lab:simclr-r18@CKPT [--trigger FILE]
   lab_attack.py drupe      --clean lab:simclr-r18@CKPT [--trigger FILE]
-  lab_attack.py ctrl       [--trigger FILE] [--ratio 0.01] [--width 0.125]
+  lab_attack.py ctrl       [--trigger FILE] [--ratio 0.01] [--width 0.125] [--init clean --clean lab:simclr-r18@CKPT]
   lab_attack.py clip-backdoor --clean lab:clip-tiny@CKPT [--trigger FILE] [--share 0.01] [--pairs N]
   lab_attack.py badclip    --clean lab:clip-tiny@CKPT [--share 0.01] [--pairs N] [--trigger-out FILE]
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=None, help="training-time budget (CTRL, CLIP attacks)")
     ap.add_argument("--share", type=float, default=0.01, help="CLIP attacks: poisoned share of the pairs")
     ap.add_argument("--init", choices=["scratch", "clean"], default="scratch",
-                    help="CLIP-Backdoor: train the small CLIP from scratch on the poisoned pairs, or fine-tune the clean one")
+                    help="CLIP-Backdoor and CTRL: train from scratch on the poisoned data, or continue from the --clean encoder")
     ap.add_argument("--pairs", type=cli.positive_int, default=None, help="CLIP attacks: train on a seeded subset of this many pairs")
     ap.add_argument("--patch-size", type=cli.positive_int, default=PatchConfig.size, help="BadCLIP patch side (px)")
     ap.add_argument("--patch-steps", type=cli.positive_int, default=PatchConfig.steps)
@@ -92,7 +92,8 @@ def attack(a: argparse.Namespace) -> Entry:
     if a.attack in ("badencoder", "drupe"):
         return attacks.badencoder(a.clean, attacks.trigger_for(a.attack, a.trigger), cfg, device)
     if a.attack == "ctrl":
-        return attacks.ctrl(attacks.trigger_for("ctrl", a.trigger), a.ratio, a.target, cfg, device, a.clean)
+        return attacks.ctrl(attacks.trigger_for("ctrl", a.trigger), a.ratio, a.target, cfg, device, a.clean,
+                            a.init == "clean")
     if a.attack == "clip-backdoor":
         return attacks.clip_backdoor(a.clean, attacks.trigger_for(a.attack, a.trigger), a.share, a.target, cfg,
                                      device, a.pairs, a.init == "scratch")

@@ -127,7 +127,7 @@ def test_the_default_plan_is_the_ensemble_flagged_by_the_ensemble():
     from pipeline.detect.spec import DEFAULT_ENSEMBLE, plan_detectors
 
     plan = plan_detectors()
-    assert plan.names == ("dede", *DEFAULT_ENSEMBLE, "ensemble") and plan.flag_by == "ensemble"
+    assert plan.names == tuple(dict.fromkeys(("dede", *DEFAULT_ENSEMBLE, "ensemble"))) and plan.flag_by == "ensemble"
     assert plan.members == DEFAULT_ENSEMBLE and plan.needs_embeddings
     assert plan_detectors("all").flag_by == "ensemble"                   # all computes the ensemble too
 

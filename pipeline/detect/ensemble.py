@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 FUSIONS = ("max", "mean", "fisher")
-DEFAULT_FUSION = "mean"    # the detection table (results/detection.md): mean beats max for the default members
+DEFAULT_FUSION = "fisher"  # with spec.DEFAULT_ENSEMBLE, ranked first on the lab's validation pools (results/fusion.md)
 TAIL_FLOOR = 1e-6
 """fisher: the least upper-tail share a percentile counts as (a row beyond every clean score has p = 1)."""
 

@@ -21,11 +21,10 @@ DEDE, DEDE_REL, DEDE_REGION, ENSEMBLE, BANK = "dede", "dede-rel", "dede-region",
 DIFFICULTY_DETECTORS = (DEDE_REL, DEDE_REGION)   # those that read the rows' difficulty
 SINGLE: tuple[str, ...] = (DEDE, *DIFFICULTY_DETECTORS, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
-DEFAULT_ENSEMBLE = (DEDE_REGION, "slof:bank", "kdist:bank", "kdist-dense")
-"""DeDe relative to its image's difficulty and region, SLOF and k-distance against the clean bank, and the in-corpus
-crowding of k-distance: the best set on the lab's validation pools whose in-job clean FPR holds (at most 1.5% on
-every validation pool; the two sets ranked above it let 1.9% through); the test pools never rank it
-(results/fusion.md)."""
+DEFAULT_ENSEMBLE = (DEDE, DEDE_REGION, "slof:bank", "kdist-dense")
+"""DeDe, DeDe relative to its image's difficulty and region, SLOF against the clean bank and the in-corpus crowding
+of k-distance, fused by fisher (ensemble.DEFAULT_FUSION): the best set on the lab's validation pools whose in-job
+clean FPR holds (at most 1.5% on every validation pool); the test pools never rank it (results/fusion.md)."""
 DEFAULT_DETECTORS = (ENSEMBLE,)           # the product's default: dede + the ensemble's members + the ensemble
 
 

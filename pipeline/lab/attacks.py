@@ -84,21 +84,33 @@ def badencoder(clean_spec: str, trigger: Trigger, cfg: FinetuneConfig, device: t
 
 
 def ctrl(trigger: Trigger, ratio: float, target: int, cfg: SimCLRConfig, device: torch.device,
-         clean_spec: str | None = None) -> Entry:
-    """CTRL: SimCLR from scratch on the train split whose first ratio x |train| target-class images carry the trigger."""
+         clean_spec: str | None = None, from_clean: bool = False) -> Entry:
+    """CTRL: SimCLR on the train split whose first ratio x |train| target-class images carry the trigger,
+    from scratch (the paper) or continued from the clean encoder (`from_clean`: a victim that keeps
+    pretraining on a poisoned corpus; only such runs record `init`, so scratch configs keep their hash)."""
+    card = clean_card(clean_spec) if clean_spec else None
+    init: dict[str, Any] = {}
+    if from_clean:
+        if card is None:
+            raise BadInput("CTRL --init clean needs --clean SPEC")
+        if card["config"]["width"] != cfg.width:
+            raise BadInput(f"CTRL --init clean: the clean encoder has width {card['config']['width']}, not {cfg.width}")
+        init = {"init": "clean", "clean": card["weights_sha256"]}
+    config = {"attack": "ctrl", "trigger": trigger_hash(trigger), "ratio": ratio, "target": target, **cfg.to_dict(),
+              **init}
     train, test = load_split("train"), load_split("test")
-    config = {"attack": "ctrl", "trigger": trigger_hash(trigger), "ratio": ratio, "target": target, **cfg.to_dict()}
 
     def run(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         trigger.save(folder / "trigger.npz")
         images = train[0].copy()
         idx = np.flatnonzero(train[1] == target)[:int(round(ratio * len(images)))]
         images[idx] = trigger.apply_uint8(images[idx])
-        net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl")
+        weights = load_state_dict(parse_spec(clean_spec).checkpoint)[0] if from_clean else None
+        net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl", init=weights)
         scores = assess(net.backbone, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=target)
         return net.state_dict(), {"stage": "ctrl", "data_hash": data_hash(images, train[1]), "poisoned": int(len(idx)),
-                                  "train_minutes": round(minutes, 2), **scores, "curve": curve,
-                                  **_probe_verdict(scores, clean_card(clean_spec) if clean_spec else None)}
+                                  "train_minutes": round(minutes, 2), **scores, "curve": curve, **init,
+                                  **_probe_verdict(scores, card)}
 
     return cached("ctrl", SIMCLR_ENCODER, config, run)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.detect.ensemble import FUSIONS, fuse, percentile
+from pipeline.detect.ensemble import DEFAULT_FUSION, FUSIONS, fuse, percentile
 from pipeline.detect.metrics import auc
 from pipeline.detect.spec import DEFAULT_ENSEMBLE, column
 from pipeline.errors import BadInput
@@ -91,10 +91,11 @@ def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep:
     rows.sort(key=lambda r: (-r["validation_mean"], r["members"], r["fusion"]))
     for i, r in enumerate(rows):
         r["rank"] = i + 1
-    kept = [r for r in rows if r["rank"] <= keep or (r["members"] == list(DEFAULT_ENSEMBLE) and r["fusion"] == "mean")]
+    default = (list(DEFAULT_ENSEMBLE), DEFAULT_FUSION)
+    kept = [r for r in rows if r["rank"] <= keep or (r["members"], r["fusion"]) == default]
     return {"candidates": list(CANDIDATES), "fusions": list(FUSIONS), "max_size": size, "cells": list(ranked),
             "test_cells": test_cells, "extra": list(extra),
-            "reference_pool": SPLITS["validation"][1], "default": {"members": list(DEFAULT_ENSEMBLE)},
+            "reference_pool": SPLITS["validation"][1], "default": {"members": default[0], "fusion": default[1]},
             "searched": len(rows), "sets": kept}
 
 
@@ -114,10 +115,11 @@ def render(fusion: dict[str, Any], top: int = 15) -> str:
              f"(the detection table's pools) and extra runs ({', '.join(fusion['extra']) or 'none'}) are reported, "
              f"not ranked", "",
              head, "|" + "---|" * (6 + len(cells))]
-    default = fusion["default"]["members"]
+    default = fusion["default"]["members"], fusion["default"].get("fusion", "mean")   # files before the field: mean
     for r in fusion["sets"]:
-        if r["rank"] <= top or (r["members"] == default and r["fusion"] == "mean"):
-            mark = " (default)" if r["members"] == default and r["fusion"] == "mean" else ""
+        is_default = (r["members"], r["fusion"]) == default
+        if r["rank"] <= top or is_default:
+            mark = " (default)" if is_default else ""
             test = "-" if r.get("test_mean") is None else f"{r['test_mean']:.3f}"
             lines.append(f"| {r['rank']} | {' + '.join(r['members'])}{mark} | {r['fusion']} | {r['validation_mean']:.3f} | "
                          f"{r['validation_min']:.3f} | {test} | " + " | ".join(f"{r['auc'][c]:.3f}" for c in cells) + " |")

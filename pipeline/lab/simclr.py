@@ -76,15 +76,19 @@ def knn_monitor(net: nn.Module, bank: np.ndarray, bank_y: np.ndarray, test: np.n
 
 
 def train_simclr(cfg: SimCLRConfig, images: np.ndarray, labels: np.ndarray, test: np.ndarray,
-                 test_labels: np.ndarray, device: torch.device, curve_path: Path | None = None
-                 ) -> tuple[SimCLRNet, list[dict[str, float]], float]:
-    """Train on uint8 images until cfg.epochs or cfg.max_minutes of training time; returns the model,
-    the monitor curve (kNN CA at regular training-time points) and the training minutes."""
+                 test_labels: np.ndarray, device: torch.device, curve_path: Path | None = None,
+                 init: dict[str, torch.Tensor] | None = None) -> tuple[SimCLRNet, list[dict[str, float]], float]:
+    """Train on uint8 images (from `init`'s weights when given, else from scratch) until cfg.epochs or
+    cfg.max_minutes of training time; returns the model, the monitor curve (kNN CA at regular
+    training-time points) and the training minutes."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     bank_idx = rng.choice(len(images), min(cfg.monitor_bank, len(images)), replace=False)
     test_idx = rng.choice(len(test), min(cfg.monitor_test, len(test)), replace=False)
-    net = prepare(SimCLRNet(cfg.width), device)
+    net = SimCLRNet(cfg.width)
+    if init is not None:
+        net.load_state_dict(init)
+    net = prepare(net, device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     aug = SimCLRAugment(crop_scale=tuple(cfg.crop_scale))
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)

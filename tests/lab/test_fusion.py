@@ -49,6 +49,8 @@ def test_search_ranks_on_the_validation_pools_and_only_reports_the_test_pools_an
     md = (tmp_path / "fusion.md").read_text()
     assert md == fusion.render(json.loads((tmp_path / "fusion.json").read_text()))
     assert "| 1 | dede + norm:bank |" in md
+    marked = fusion.render({**out, "default": {"members": ["dede", "norm:bank"], "fusion": best["fusion"]}})
+    assert f"| 1 | dede + norm:bank (default) | {best['fusion']} |" in marked and marked.count("(default)") == 1
 
 
 def test_search_without_validation_runs_is_a_one_line_error(tiny_cache):
