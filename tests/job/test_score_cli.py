@@ -61,7 +61,7 @@ def test_the_default_flags_by_the_ensemble_and_dede_alone_by_dede():
     cfg = _config()
     assert cfg.detectors == ["ensemble"] and cfg.flag_by is None
     plan = cfg.detector_plan()
-    assert plan.names == ("dede", *DEFAULT_ENSEMBLE, "ensemble") and plan.flag_by == "ensemble"
+    assert plan.names == tuple(dict.fromkeys(("dede", *DEFAULT_ENSEMBLE, "ensemble"))) and plan.flag_by == "ensemble"
     assert cfg.to_dict()["flag_by"] == "ensemble"                         # run.json records the resolved one
     dede = _config("--detectors", "dede")
     assert dede.detector_plan().names == ("dede",) and dede.detector_plan().flag_by == "dede"
