@@ -51,6 +51,11 @@ def clean_card(spec: str) -> dict[str, Any]:
     return json.loads((Path(checkpoint).parent / "card.json").read_text())
 
 
+def clean_weights(spec: str) -> dict[str, torch.Tensor]:
+    """The state dict of the cached clean encoder a spec points at."""
+    return load_state_dict(parse_spec(spec).checkpoint)[0]
+
+
 def _verdict(ca: float, asr: float, clean_ca: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"ca": ca, "asr": asr, "implanted": asr >= IMPLANTED}
     if clean_ca is not None:
@@ -105,7 +110,7 @@ def ctrl(trigger: Trigger, ratio: float, target: int, cfg: SimCLRConfig, device:
         images = train[0].copy()
         idx = np.flatnonzero(train[1] == target)[:int(round(ratio * len(images)))]
         images[idx] = trigger.apply_uint8(images[idx])
-        weights = load_state_dict(parse_spec(clean_spec).checkpoint)[0] if from_clean else None
+        weights = clean_weights(clean_spec) if from_clean else None
         net, curve, minutes = train_simclr(cfg, images, train[1], *test, device, folder / "curve.jsonl", init=weights)
         scores = assess(net.backbone, CIFAR_MEAN, CIFAR_STD, device, train, test, trigger=trigger.apply, target=target)
         return net.state_dict(), {"stage": "ctrl", "data_hash": data_hash(images, train[1]), "poisoned": int(len(idx)),
@@ -141,7 +146,7 @@ def _clip_poison_run(name: str, clean_spec: str, trigger: Trigger, share: float,
         trigger.save(folder / "trigger.npz")
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train[0]))[:pairs or len(train[0])])
         images, caps, idx = poison_pairs(train[0][keep], train[1][keep], trigger, share, target, cfg.seed)
-        init = None if scratch else load_state_dict(parse_spec(clean_spec).checkpoint)[0]
+        init = None if scratch else clean_weights(clean_spec)
         model, curve, minutes = train_clip(cfg, images, template_captions(caps, cfg.seed), *test, device, init=init, curve_path=folder / "curve.jsonl")
         scores = zero_shot(model, *test, device, trigger=trigger.apply, target=target)
         return model.state_dict(), {"stage": name, "clean_spec": clean_spec, "data_hash": data_hash(images, caps),
@@ -163,7 +168,7 @@ def badclip(clean_spec: str, patch_cfg: PatchConfig, share: float, cfg: ClipConf
     """BadCLIP: optimise a patch against the clean small CLIP (target text + target images), then poison."""
     train = load_split("train")
     model = create_clip()
-    model.load_state_dict(load_state_dict(parse_spec(clean_spec).checkpoint)[0])
+    model.load_state_dict(clean_weights(clean_spec))
     rng = np.random.default_rng(patch_cfg.seed)
     others = train[0][rng.permutation(np.flatnonzero(train[1] != patch_cfg.target))[:10000]]
     targets = train[0][np.flatnonzero(train[1] == patch_cfg.target)[:500]]
