@@ -18,7 +18,8 @@ from pipeline.errors import BadInput, one_line
 REFERENCE = "reference.safetensors"
 MAX_BANK = 100_000          # training embeddings kept in the bank, lowest key hash first
 _DTYPES = {"holdout_scores": np.float32, "holdout_embeddings": np.float16, "bank_embeddings": np.float16}
-_OPTIONAL = {"holdout_difficulty": np.float32}    # absent in references written before it
+_OPTIONAL = {"holdout_difficulty": np.float32,    # absent in references written before it
+             "holdout_occlusion": np.float32}     # likewise
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class CleanReference:
     holdout_embeddings: np.ndarray      # (n_holdout, d) float16
     bank_embeddings: np.ndarray         # (n_bank, d) float16: training rows, lowest key hash first
     holdout_difficulty: np.ndarray | None = None   # (n_holdout,) float32: the hold-out's masked_difficulty
+    holdout_occlusion: np.ndarray | None = None    # (n_holdout,) float32: the hold-out's occlusion scores
 
 
 def bank_rows(hashes: np.ndarray, train_idx: np.ndarray, max_bank: int = MAX_BANK) -> np.ndarray:
@@ -64,9 +66,9 @@ def load_reference(decoder_dir: str, config: DecoderConfig, purpose: str = "the 
         raise BadInput(f"decoder reference {url} is not a reference this tool wrote ({one_line(e)}); "
                        f"retrain the decoder") from None
     shapes = (ref.holdout_scores.shape, ref.holdout_embeddings.shape, ref.bank_embeddings.shape)
-    difficulty = ref.holdout_difficulty
-    if shapes != ((info.n_holdout,), (info.n_holdout, info.embed_dim), (info.n_bank, info.embed_dim)) or (
-            difficulty is not None and difficulty.shape != (info.n_holdout,)):
+    optional = (ref.holdout_difficulty, ref.holdout_occlusion)
+    if shapes != ((info.n_holdout,), (info.n_holdout, info.embed_dim), (info.n_bank, info.embed_dim)) or any(
+            a is not None and a.shape != (info.n_holdout,) for a in optional):
         raise BadInput(f"decoder reference {url} holds arrays of shapes {shapes}, not those {CONFIG} records; "
                        f"retrain the decoder")
     return ref

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from pipeline.dede.model import DeDe, masked_difficulty, masked_sse
 from pipeline.dede.store import load_decoder
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy, resolve_threshold
+from pipeline.detect.occlusion import occlusion_scores
 from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
 from pipeline.errors import BadInput, one_line
 
@@ -39,6 +40,7 @@ class ScoreOutput:
     scores: np.ndarray       # (B,) float32, reconstruction error
     embeddings: np.ndarray   # (B, D) float16, the victim's embedding
     difficulty: np.ndarray   # (B,) float32, the same error for the hidden pixels' mean colour (masked_difficulty)
+    occlusion: np.ndarray | None = None   # (B,) float32, the occlusion detector's score (pipeline.detect.occlusion)
 
 
 class Scorer:
@@ -72,10 +74,11 @@ class Scorer:
         return resolve_threshold(policy, self.calibration, scores)
 
     @torch.no_grad()
-    def score(self, images: np.ndarray | torch.Tensor, keys: Sequence[str]) -> ScoreOutput:
-        """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys."""
+    def score(self, images: np.ndarray | torch.Tensor, keys: Sequence[str], occlusion: bool = False) -> ScoreOutput:
+        """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys; `occlusion`:
+        also the occlusion detector's score (STEPS**2 more encoder passes)."""
         return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std,
-                           self.mask_ratio, self.autocast)
+                           self.mask_ratio, self.autocast, occlusion)
 
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray | torch.Tensor, keys: Sequence[str]) -> np.ndarray:
@@ -122,10 +125,16 @@ def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.
 @torch.no_grad()
 def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
                 pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
-                autocast: bool = False) -> ScoreOutput:
-    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE and difficulty."""
+                autocast: bool = False, occlusion: bool = False) -> ScoreOutput:
+    """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE and difficulty (and the
+    occlusion scores when asked)."""
     emb, target, pred, mask = reconstruct_batch(model, encoder, images, keys, pixel_mean, pixel_std,
                                                 mask_ratio, autocast)
+    occluded = None
+    if occlusion:
+        with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=autocast):
+            occluded = occlusion_scores(encoder, torch.as_tensor(images), emb)
     return ScoreOutput(masked_sse(pred, target, mask).cpu().numpy().astype(np.float32),
                        emb.float().cpu().numpy().astype(np.float16),
-                       masked_difficulty(target, mask).cpu().numpy().astype(np.float32))
+                       masked_difficulty(target, mask).cpu().numpy().astype(np.float32),
+                       None if occluded is None else occluded.cpu().numpy().astype(np.float32))

@@ -228,14 +228,15 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         _save_state(state_url, model, opt, sched, epoch + 1, history)
     model.eval()
     held = [score_batch(model, encoder, aux.images[hold_idx[i:i + bs]], [aux.keys[j] for j in hold_idx[i:i + bs]],
-                        cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast)
+                        cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast, occlusion=True)
             for i in range(0, len(hold_idx), bs)]
     hold_scores = np.concatenate([h.scores for h in held])
     embeddings = aux.embeddings.numpy().astype(np.float16)
     bank = bank_rows(key_hashes(aux.keys), train_idx, cfg.max_bank)
     clean = CleanReference(holdout_scores=hold_scores, holdout_embeddings=embeddings[hold_idx],
                            bank_embeddings=embeddings[bank],
-                           holdout_difficulty=np.concatenate([h.difficulty for h in held]))
+                           holdout_difficulty=np.concatenate([h.difficulty for h in held]),
+                           holdout_occlusion=np.concatenate([h.occlusion for h in held]))
     reference = save_reference(cfg.out, clean, cfg.max_bank)
     final_loss = history[-1] if history else float("nan")
     hidden_values = 3 * (mcfg.num_patches - model.num_visible(mcfg.test_mask_ratio)) * mcfg.patch_size ** 2

@@ -2,7 +2,9 @@
 
 Names: `dede` (the decoder's score, always computed, column `score`); `dede-rel` (DeDe's score relative
 to the image's own difficulty, pipeline.detect.difficulty); `dede-region` (that, relative to the clean images
-of its region of embedding space, pipeline.detect.region); every embedding detector of
+of its region of embedding space, pipeline.detect.region); `occlusion` (how much hiding one region of the image
+moves its embedding, pipeline.detect.occlusion; computed with the DeDe score, from the images); every embedding
+detector of
 `pipeline.detect.registry.DETECTORS`, scored in-corpus (against a sample of the corpus's own
 embeddings); the same name with `:bank`, scored against the decoder's bank of clean auxiliary
 embeddings; `ensemble` (rank fusion of `--ensemble` members, computed with it); `all` (every one).
@@ -18,13 +20,15 @@ from pipeline.detect.registry import DETECTORS
 from pipeline.errors import BadInput
 
 DEDE, DEDE_REL, DEDE_REGION, ENSEMBLE, BANK = "dede", "dede-rel", "dede-region", "ensemble", ":bank"
+OCCLUSION = "occlusion"
 DIFFICULTY_DETECTORS = (DEDE_REL, DEDE_REGION)   # those that read the rows' difficulty
-SINGLE: tuple[str, ...] = (DEDE, *DIFFICULTY_DETECTORS, *DETECTORS, *(f"{d}{BANK}" for d in DETECTORS))   # one each
+SINGLE: tuple[str, ...] = (DEDE, *DIFFICULTY_DETECTORS, OCCLUSION, *DETECTORS,
+                           *(f"{d}{BANK}" for d in DETECTORS))   # one each
 KNOWN: tuple[str, ...] = (*SINGLE, ENSEMBLE)
-DEFAULT_ENSEMBLE = (DEDE, DEDE_REGION, "slof:bank", "kdist-dense")
-"""DeDe, DeDe relative to its image's difficulty and region, SLOF against the clean bank and the in-corpus crowding
-of k-distance, fused by fisher (ensemble.DEFAULT_FUSION): the best set on the lab's validation pools whose in-job
-clean FPR holds (at most 1.5% on every validation pool); the test pools never rank it (results/fusion.md)."""
+DEFAULT_ENSEMBLE = (DEDE, OCCLUSION, "slof:bank", "kdist-dense")
+"""DeDe, the victim's sensitivity to one occluded region, SLOF against the clean bank and the in-corpus crowding of
+k-distance, fused by fisher (ensemble.DEFAULT_FUSION): the best set on the lab's validation pools whose in-job clean
+FPR holds (at most 1.5% on every validation pool); the test pools never rank it (results/fusion.md)."""
 DEFAULT_DETECTORS = (ENSEMBLE,)           # the product's default: dede + the ensemble's members + the ensemble
 
 
@@ -65,6 +69,11 @@ class DetectorPlan:
     def needs_embeddings(self) -> bool:
         """True when any detector other than dede is computed (the run keeps the embeddings)."""
         return self.names != (DEDE,)
+
+    @property
+    def needs_occlusion(self) -> bool:
+        """True when the scoring stage computes the occlusion scores (the scores Parquet's `occlusion` column)."""
+        return OCCLUSION in self.names
 
     @property
     def needs_difficulty(self) -> list[str]:

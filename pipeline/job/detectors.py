@@ -164,7 +164,13 @@ def add_columns(table: pa.Table, stem: str, suite: DetectorSuite) -> pa.Table:
             raise JobError(f"scores/{stem}.parquet has no {DIFFICULTY} column, which {suite.plan.needs_difficulty[0]} "
                            "needs (written before it existed); rerun with --overwrite")
         difficulty = np.asarray(table.column(DIFFICULTY).to_numpy(zero_copy_only=False), np.float64)[pos]
-    scores = suite.score(emb, ids, dede, difficulty)
+    occlusion = None
+    if suite.plan.needs_occlusion:
+        if O.OCCLUSION not in table.column_names:
+            raise JobError(f"scores/{stem}.parquet has no {O.OCCLUSION} column, which the occlusion detector needs "
+                           "(scored without it); rerun with --overwrite")
+        occlusion = np.asarray(table.column(O.OCCLUSION).to_numpy(zero_copy_only=False), np.float64)[pos]
+    scores = suite.score(emb, ids, dede, difficulty, occlusion)
     names = [n for n in suite.plan.names if n != DEDE]
     table = table.drop_columns([c for c in table.column_names if c.startswith("det_")])
     mask = np.ones(table.num_rows, bool)

@@ -16,8 +16,8 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,dede-rel,kdist-dense,slof:bank,kdist:bank,ensemble"   # the default ensemble adds dede-region
-COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "dede-region": "det_dede_region",
+DETECTORS = "dede,dede-rel,dede-region,kdist-dense,slof:bank,kdist:bank,ensemble"   # the default ensemble: +occlusion
+COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "occlusion": "det_occlusion", "dede-region": "det_dede_region",
            "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
            "kdist:bank": "det_kdist_bank", "ensemble": "det_ensemble"}
 
@@ -70,6 +70,9 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     ok = np.asarray(table.column("status").to_pylist()) == "ok"
     difficulty = table.column("difficulty").to_numpy(zero_copy_only=False)
     assert (difficulty[ok] > 0).all() and np.isnan(difficulty[~ok]).all()
+    occlusion = table.column("occlusion").to_numpy(zero_copy_only=False)
+    assert np.isfinite(occlusion[ok]).all() and np.isnan(occlusion[~ok]).all()
+    np.testing.assert_allclose(table.column("det_occlusion").to_numpy(zero_copy_only=False)[ok], occlusion[ok])
     _check_split(out, run, "det_ensemble")
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["verdict"]["flagged"] == run["totals"]["flagged"]
@@ -93,7 +96,7 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
 
 @pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
-    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, dede-region, kdist"),
+    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, dede-region, occlusion, kdist"),
                    "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
                    "fusion": (["--fusion", "median"], "invalid choice"),
                    "bank-trim": (["--bank-trim", "0.7"], "--bank-trim must be in [0, 0.5), got 0.7")}[case]
@@ -104,7 +107,7 @@ def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_d
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra,asked", [([], "(dede-region, slof:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
+@pytest.mark.parametrize("extra,asked", [([], "(occlusion, slof:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
                                          (["--detectors", "kdist"], "(kdist) of --detectors kdist")])
 def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path, cifar_shard_dir, tiny_decoder,
                                                          capsys):
@@ -132,8 +135,8 @@ def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path,
 
 def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder,
                                                                          capsys):
-    """A clean reference without the hold-out's difficulty: dede-rel, and the default ensemble (its dede-region), is
-    one line before Ray starts; the embedding detectors still plan."""
+    """A clean reference without the hold-out's difficulty: dede-rel, and an ensemble with dede-region, is one line
+    before Ray starts; the embedding detectors still plan."""
     from dataclasses import asdict, replace
 
     from pipeline.dede.config import load_decoder_config
@@ -152,8 +155,35 @@ def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dede-rel needs the hold-out's difficulty" in err[0] and "retrain" in err[0], err
     assert not out.exists()
-    assert main(_argv(cifar_shard_dir, str(old), out)) == 2
+    assert main(_argv(cifar_shard_dir, str(old), out, "--ensemble", "dede-region,slof:bank")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dede-region needs the hold-out's difficulty" in err[0] and "--ensemble" in err[0], err
     assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old),
                           detectors=["kdist", "slof:bank"])).clean is not None
+
+
+def test_occlusion_with_a_reference_written_before_it_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder, capsys):
+    """A clean reference without the hold-out's occlusion scores: --detectors occlusion is one line before Ray starts;
+    the other detectors still plan."""
+    from dataclasses import asdict, replace
+
+    from pipeline.dede.config import load_decoder_config
+    from pipeline.dede.reference import load_reference, save_reference
+    from pipeline.job.config import JobConfig
+    from pipeline.job.run import plan
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_decoder, old)
+    ref = load_reference(str(old), load_decoder_config(str(old)))
+    assert ref.holdout_occlusion is not None and ref.holdout_occlusion.shape == ref.holdout_scores.shape
+    ref = replace(ref, holdout_occlusion=None)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["reference"] = asdict(save_reference(str(old), ref, cfg["reference"]["max_bank"]))
+    (old / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "occlusion")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "occlusion needs the hold-out's occlusion scores" in err[0] and "retrain" in err[0], err
+    assert not out.exists()
+    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old),
+                          detectors=["dede-rel", "slof:bank"])).clean is not None

@@ -1,0 +1,50 @@
+"""`occlusion`: how much one occluded region moves the victim's embedding, against how much the others do.
+
+A patch trigger decides the embedding of the image it is pasted on: hiding it moves the embedding back to
+the image's own content, while hiding any other part of the image barely moves it. A clean image has no
+single region that matters that much more than the rest. The image is occluded by a grey square
+(SIDE of its side) at STEPS x STEPS evenly spaced positions; each position's move is the cosine distance
+of the occluded image's embedding to the image's own, and the score is the log of the largest move less the
+mean log move (how far the most damaging region stands out from the typical one). Scale-free, so the victim's
+embedding norms do not matter; it costs STEPS**2 more encoder passes per image. A trigger spread over the whole
+image (a blend) has no such region, and a patch wider than the occluder is only partly hidden.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.encoders import Encoder, resize_square, to_float01
+
+SIDE = 0.4375          # the occluder's side as a share of the encoder's input side (14 px of 32)
+STEPS = 4              # positions per axis
+FILL = 0.5             # the occluder's grey, in [0, 1] pixels
+TINY = 1e-6
+
+
+def positions(size: int, side: int, steps: int = STEPS) -> list[int]:
+    """Evenly spaced top-left offsets of a `side` window along an axis of `size` pixels, both edges included."""
+    return sorted({int(round(v)) for v in np.linspace(0, size - side, steps)})
+
+
+@torch.no_grad()
+def occlusion_scores(encoder: Encoder, images: torch.Tensor, emb: torch.Tensor | None = None,
+                     side: float = SIDE, steps: int = STEPS) -> torch.Tensor:
+    """(B, H, W, 3) uint8 or (B, 3, H, W) [0, 1] images -> (B,) float32 scores; `emb`: their embeddings when
+    already computed."""
+    x = resize_square(to_float01(images).to(encoder.device), encoder.input_size)       # (B, 3, S, S)
+    norm = (x - encoder.mean) / encoder.std
+    e0 = F.normalize((encoder(norm) if emb is None else emb).float(), dim=1)             # (B, D)
+    s = encoder.input_size
+    w = max(1, round(side * s))
+    fill = (FILL - encoder.mean) / encoder.std                                           # (1, 3, 1, 1)
+    moves = []
+    for r in positions(s, w, steps):
+        for c in positions(s, w, steps):
+            occluded = norm.clone()
+            occluded[:, :, r:r + w, c:c + w] = fill
+            e = F.normalize(encoder(occluded).float(), dim=1)
+            moves.append((1 - (e * e0).sum(1)).clamp_min(TINY).log())                   # (B,)
+    logs = torch.stack(moves, 1)                                                         # (B, P)
+    return (logs.max(1).values - logs.mean(1)).float()
