@@ -133,57 +133,53 @@ def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path,
     assert p.detectors.flag_by == "dede" and p.clean is None
 
 
-def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder,
-                                                                         capsys):
-    """A clean reference without the hold-out's difficulty: dede-rel, and an ensemble with dede-region, is one line
-    before Ray starts; the embedding detectors still plan."""
+def _without(tiny_decoder, folder, field):
+    """A copy of the tiny decoder in `folder` whose clean reference lacks `field` (written before it existed)."""
     from dataclasses import asdict, replace
 
     from pipeline.dede.config import load_decoder_config
     from pipeline.dede.reference import load_reference, save_reference
+
+    shutil.copytree(tiny_decoder, folder)
+    ref = load_reference(str(folder), load_decoder_config(str(folder)))
+    assert getattr(ref, field) is not None and getattr(ref, field).shape == ref.holdout_scores.shape
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["reference"] = asdict(save_reference(str(folder), replace(ref, **{field: None}), cfg["reference"]["max_bank"]))
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return str(folder)
+
+
+def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder,
+                                                                         capsys):
+    """A clean reference without the hold-out's difficulty: dede-rel, and an ensemble with dede-region, is one line
+    before Ray starts; the embedding detectors still plan."""
     from pipeline.job.config import JobConfig
     from pipeline.job.run import plan
 
-    old = tmp_path / "old"
-    shutil.copytree(tiny_decoder, old)
-    ref = replace(load_reference(str(old), load_decoder_config(str(old))), holdout_difficulty=None)
-    cfg = json.loads((old / "config.json").read_text())
-    cfg["reference"] = asdict(save_reference(str(old), ref, cfg["reference"]["max_bank"]))
-    (old / "config.json").write_text(json.dumps(cfg))
+    old = _without(tiny_decoder, tmp_path / "old", "holdout_difficulty")
     out = tmp_path / "out"
-    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "dede-rel,ensemble")) == 2
+    assert main(_argv(cifar_shard_dir, old, out, "--detectors", "dede-rel,ensemble")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dede-rel needs the hold-out's difficulty" in err[0] and "retrain" in err[0], err
     assert not out.exists()
-    assert main(_argv(cifar_shard_dir, str(old), out, "--ensemble", "dede-region,slof:bank")) == 2
+    assert main(_argv(cifar_shard_dir, old, out, "--ensemble", "dede-region,slof:bank")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dede-region needs the hold-out's difficulty" in err[0] and "--ensemble" in err[0], err
-    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old),
+    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=old,
                           detectors=["kdist", "slof:bank"])).clean is not None
 
 
 def test_occlusion_with_a_reference_written_before_it_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder, capsys):
     """A clean reference without the hold-out's occlusion scores: --detectors occlusion is one line before Ray starts;
     the other detectors still plan."""
-    from dataclasses import asdict, replace
-
-    from pipeline.dede.config import load_decoder_config
-    from pipeline.dede.reference import load_reference, save_reference
     from pipeline.job.config import JobConfig
     from pipeline.job.run import plan
 
-    old = tmp_path / "old"
-    shutil.copytree(tiny_decoder, old)
-    ref = load_reference(str(old), load_decoder_config(str(old)))
-    assert ref.holdout_occlusion is not None and ref.holdout_occlusion.shape == ref.holdout_scores.shape
-    ref = replace(ref, holdout_occlusion=None)
-    cfg = json.loads((old / "config.json").read_text())
-    cfg["reference"] = asdict(save_reference(str(old), ref, cfg["reference"]["max_bank"]))
-    (old / "config.json").write_text(json.dumps(cfg))
+    old = _without(tiny_decoder, tmp_path / "old", "holdout_occlusion")
     out = tmp_path / "out"
-    assert main(_argv(cifar_shard_dir, str(old), out, "--detectors", "occlusion")) == 2
+    assert main(_argv(cifar_shard_dir, old, out, "--detectors", "occlusion")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "occlusion needs the hold-out's occlusion scores" in err[0] and "retrain" in err[0], err
     assert not out.exists()
-    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=str(old),
+    assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=old,
                           detectors=["dede-rel", "slof:bank"])).clean is not None
