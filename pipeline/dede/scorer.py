@@ -101,6 +101,14 @@ def _create_encoder(decoder_dir: str, spec: str, device: torch.device) -> Encode
         raise BadInput(f"cannot load encoder {spec} for decoder {decoder_dir}: {one_line(e)}") from None
 
 
+def on_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images as a tensor on `device` (through pinned memory from the host to a GPU); a no-op when there."""
+    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
                       pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
@@ -110,10 +118,7 @@ def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.
     if len(keys) != len(images):
         raise ValueError(f"{len(images)} images but {len(keys)} keys")
     dev = encoder.device
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
-    if dev.type == "cuda":
-        x = x.pin_memory()
-    x = x.to(dev, non_blocking=True)
+    x = on_device(images, dev)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         emb = encoder.embed(x)
         target = decoder_pixels(x, model.cfg.image_size, pixel_mean, pixel_std)
@@ -128,12 +133,12 @@ def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor
                 autocast: bool = False, occlusion: bool = False) -> ScoreOutput:
     """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE and difficulty (and the
     occlusion scores when asked)."""
-    emb, target, pred, mask = reconstruct_batch(model, encoder, images, keys, pixel_mean, pixel_std,
-                                                mask_ratio, autocast)
+    x = on_device(images, encoder.device)                     # moved once, for the decoder and the occlusion passes
+    emb, target, pred, mask = reconstruct_batch(model, encoder, x, keys, pixel_mean, pixel_std, mask_ratio, autocast)
     occluded = None
     if occlusion:
         with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=autocast):
-            occluded = occlusion_scores(encoder, torch.as_tensor(images), emb)
+            occluded = occlusion_scores(encoder, x, emb)
     return ScoreOutput(masked_sse(pred, target, mask).cpu().numpy().astype(np.float32),
                        emb.float().cpu().numpy().astype(np.float16),
                        masked_difficulty(target, mask).cpu().numpy().astype(np.float32),

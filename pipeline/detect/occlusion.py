@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.encoders import Encoder, resize_square, to_float01
+from pipeline.encoders import Encoder
 
 SIDE = 0.4375          # the occluder's side as a share of the encoder's input side (14 px of 32)
 STEPS = 4              # positions per axis
@@ -33,8 +33,7 @@ def occlusion_scores(encoder: Encoder, images: torch.Tensor, emb: torch.Tensor |
                      side: float = SIDE, steps: int = STEPS) -> torch.Tensor:
     """(B, H, W, 3) uint8 or (B, 3, H, W) [0, 1] images -> (B,) float32 scores; `emb`: their embeddings when
     already computed."""
-    x = resize_square(to_float01(images).to(encoder.device), encoder.input_size)       # (B, 3, S, S)
-    norm = (x - encoder.mean) / encoder.std
+    norm = encoder.preprocess(images)                                                    # (B, 3, S, S)
     e0 = F.normalize((encoder(norm) if emb is None else emb).float(), dim=1)             # (B, D)
     s = encoder.input_size
     w = max(1, round(side * s))

@@ -153,23 +153,23 @@ def rule_from_stats(stats: dict) -> O.FlagRule:
     return O.FlagRule(stats["threshold"], dets[stats["flag_by"]][0], stats["flag_by"], dets)
 
 
+def _rows(table: pa.Table, stem: str, name: str, pos: np.ndarray, why: str) -> np.ndarray:
+    """Column `name` of a shard's stored scores at rows `pos`, as float64; a JobError saying `why` it is needed when
+    the shard was written without it."""
+    if name not in table.column_names:
+        raise JobError(f"scores/{stem}.parquet has no {name} column, {why}; rerun with --overwrite")
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), np.float64)[pos]
+
+
 def add_columns(table: pa.Table, stem: str, suite: DetectorSuite) -> pa.Table:
     """The shard's table with one float32 `det_*` column per detector of the suite's plan (null where
     the row was not scored), replacing any it had, after the other columns."""
     pos, ids, emb = _scored(table, stem)
     dede = np.asarray(table.column("score").to_numpy(zero_copy_only=False), np.float64)[pos]
-    difficulty = None
-    if suite.plan.needs_difficulty:
-        if DIFFICULTY not in table.column_names:
-            raise JobError(f"scores/{stem}.parquet has no {DIFFICULTY} column, which {suite.plan.needs_difficulty[0]} "
-                           "needs (written before it existed); rerun with --overwrite")
-        difficulty = np.asarray(table.column(DIFFICULTY).to_numpy(zero_copy_only=False), np.float64)[pos]
-    occlusion = None
-    if suite.plan.needs_occlusion:
-        if O.OCCLUSION not in table.column_names:
-            raise JobError(f"scores/{stem}.parquet has no {O.OCCLUSION} column, which the occlusion detector needs "
-                           "(scored without it); rerun with --overwrite")
-        occlusion = np.asarray(table.column(O.OCCLUSION).to_numpy(zero_copy_only=False), np.float64)[pos]
+    difficulty = _rows(table, stem, DIFFICULTY, pos, f"which {suite.plan.needs_difficulty[0]} needs (written before "
+                       "it existed)") if suite.plan.needs_difficulty else None
+    occlusion = _rows(table, stem, O.OCCLUSION, pos, "which the occlusion detector needs (scored without it)"
+                      ) if suite.plan.needs_occlusion else None
     scores = suite.score(emb, ids, dede, difficulty, occlusion)
     names = [n for n in suite.plan.names if n != DEDE]
     table = table.drop_columns([c for c in table.column_names if c.startswith("det_")])
