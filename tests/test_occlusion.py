@@ -15,11 +15,11 @@ PATCH = (slice(20, 28), slice(20, 28))
 
 class PatchBackdoor(nn.Module):
     """Mean colour (3 dims) plus a direction that a bright 8 px patch at PATCH switches on, whatever else the image
-    holds: the backdoor lives in one region."""
+    holds, as far as the patch shows: the backdoor lives in one region."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:            # (B, 3, 32, 32) normalised (mean 0, std 1)
-        patch = x[:, :, PATCH[0], PATCH[1]].mean((1, 2, 3))
-        return torch.cat([x.mean((2, 3)), 20 * torch.relu(patch - 0.9)[:, None]], 1)   # (B, 4)
+        shown = (x[:, :, PATCH[0], PATCH[1]] > 0.95).float().mean((1, 2, 3))          # share of the patch visible
+        return torch.cat([x.mean((2, 3)), 4 * shown[:, None]], 1)  # (B, 4)
 
 
 def _encoder() -> Encoder:

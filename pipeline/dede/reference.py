@@ -19,7 +19,10 @@ REFERENCE = "reference.safetensors"
 MAX_BANK = 100_000          # training embeddings kept in the bank, lowest key hash first
 _DTYPES = {"holdout_scores": np.float32, "holdout_embeddings": np.float16, "bank_embeddings": np.float16}
 _OPTIONAL = {"holdout_difficulty": np.float32,    # absent in references written before it
-             "holdout_occlusion": np.float32}     # likewise
+             "holdout_occlusion": np.float32,     # likewise
+             "holdout_transplant": np.float32,    # likewise
+             "recipients": np.uint8}              # likewise
+_PER_HOLDOUT = ("holdout_difficulty", "holdout_occlusion", "holdout_transplant")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class CleanReference:
     bank_embeddings: np.ndarray         # (n_bank, d) float16: training rows, lowest key hash first
     holdout_difficulty: np.ndarray | None = None   # (n_holdout,) float32: the hold-out's masked_difficulty
     holdout_occlusion: np.ndarray | None = None    # (n_holdout,) float32: the hold-out's occlusion scores
+    holdout_transplant: np.ndarray | None = None   # (n_holdout,) float32: the hold-out's transplant scores
+    recipients: np.ndarray | None = None           # (R, S, S, 3) uint8: the clean images transplant pastes onto
+
+    def holdout(self, detector: str) -> np.ndarray | None:
+        """The hold-out's scores of an image detector (spec.IMAGE_DETECTORS); None when the reference predates it."""
+        return getattr(self, f"holdout_{detector}")
 
 
 def bank_rows(hashes: np.ndarray, train_idx: np.ndarray, max_bank: int = MAX_BANK) -> np.ndarray:
@@ -66,9 +75,11 @@ def load_reference(decoder_dir: str, config: DecoderConfig, purpose: str = "the 
         raise BadInput(f"decoder reference {url} is not a reference this tool wrote ({one_line(e)}); "
                        f"retrain the decoder") from None
     shapes = (ref.holdout_scores.shape, ref.holdout_embeddings.shape, ref.bank_embeddings.shape)
-    optional = (ref.holdout_difficulty, ref.holdout_occlusion)
+    optional = [getattr(ref, name) for name in _PER_HOLDOUT]
+    recipients = ref.recipients
     if shapes != ((info.n_holdout,), (info.n_holdout, info.embed_dim), (info.n_bank, info.embed_dim)) or any(
-            a is not None and a.shape != (info.n_holdout,) for a in optional):
+            a is not None and a.shape != (info.n_holdout,) for a in optional) or (
+            recipients is not None and (recipients.ndim != 4 or recipients.shape[3] != 3)):
         raise BadInput(f"decoder reference {url} holds arrays of shapes {shapes}, not those {CONFIG} records; "
                        f"retrain the decoder")
     return ref

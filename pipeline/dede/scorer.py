@@ -5,7 +5,7 @@ The Ray job, the lab, the benchmarks and the tests all score through `Scorer.sco
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -13,9 +13,11 @@ import torch
 from safetensors import SafetensorError
 
 from pipeline.dede.model import DeDe, masked_difficulty, masked_sse
+from pipeline.dede.reference import load_reference
 from pipeline.dede.store import load_decoder
 from pipeline.dede.thresholds import Calibration, ThresholdPolicy, resolve_threshold
-from pipeline.detect.occlusion import occlusion_scores
+from pipeline.detect.probes import probe_scores
+from pipeline.detect.spec import TRANSPLANT
 from pipeline.encoders import Encoder, create_encoder, resize_square, to_float01
 from pipeline.errors import BadInput, one_line
 
@@ -40,7 +42,7 @@ class ScoreOutput:
     scores: np.ndarray       # (B,) float32, reconstruction error
     embeddings: np.ndarray   # (B, D) float16, the victim's embedding
     difficulty: np.ndarray   # (B,) float32, the same error for the hidden pixels' mean colour (masked_difficulty)
-    occlusion: np.ndarray | None = None   # (B,) float32, the occlusion detector's score (pipeline.detect.occlusion)
+    images: dict[str, np.ndarray] = field(default_factory=dict)   # (B,) float32 by image detector (spec.IMAGE_DETECTORS)
 
 
 class Scorer:
@@ -63,6 +65,8 @@ class Scorer:
         self.image_size = self.model.cfg.image_size
         self.mask_ratio = self.model.cfg.test_mask_ratio
         self.autocast = self.device.type == "cuda"
+        self.decoder_dir = decoder_dir
+        self._recipients: np.ndarray | None = None
 
     @property
     def work_size(self) -> int:
@@ -73,12 +77,22 @@ class Scorer:
         """The score threshold of a policy (see `thresholds.parse_threshold`) for this decoder."""
         return resolve_threshold(policy, self.calibration, scores)
 
+    @property
+    def recipients(self) -> np.ndarray:
+        """The clean images transplant pastes onto, from the decoder's reference (read once)."""
+        if self._recipients is None:
+            ref = load_reference(self.decoder_dir, self.config, "the transplant detector's recipient images")
+            if ref.recipients is None:
+                raise BadInput(f"decoder {self.decoder_dir} predates {TRANSPLANT}'s recipient images; retrain it")
+            self._recipients = ref.recipients
+        return self._recipients
+
     @torch.no_grad()
-    def score(self, images: np.ndarray | torch.Tensor, keys: Sequence[str], occlusion: bool = False) -> ScoreOutput:
-        """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys; `occlusion`:
-        also the occlusion detector's score (STEPS**2 more encoder passes)."""
-        return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std,
-                           self.mask_ratio, self.autocast, occlusion)
+    def score(self, images: np.ndarray | torch.Tensor, keys: Sequence[str], detectors: Sequence[str] = ()) -> ScoreOutput:
+        """images: (B, S, S, 3) uint8 (S = work_size, or any square size); keys: the samples' keys; `detectors`: the
+        image detectors to score too (occlusion: STEPS**2 more encoder passes; transplant: RECIPIENTS more)."""
+        return score_batch(self.model, self.encoder, images, keys, self.pixel_mean, self.pixel_std, self.mask_ratio,
+                           self.autocast, detectors, self.recipients if TRANSPLANT in detectors else None)
 
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray | torch.Tensor, keys: Sequence[str]) -> np.ndarray:
@@ -130,16 +144,15 @@ def reconstruct_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.
 @torch.no_grad()
 def score_batch(model: DeDe, encoder: Encoder, images: np.ndarray | torch.Tensor, keys: Sequence[str],
                 pixel_mean: Sequence[float], pixel_std: Sequence[float], mask_ratio: float,
-                autocast: bool = False, occlusion: bool = False) -> ScoreOutput:
+                autocast: bool = False, detectors: Sequence[str] = (),
+                recipients: np.ndarray | None = None) -> ScoreOutput:
     """Embed, reconstruct with key-seeded masks at `mask_ratio`, and return per-image SSE and difficulty (and the
-    occlusion scores when asked)."""
-    x = on_device(images, encoder.device)                     # moved once, for the decoder and the occlusion passes
+    scores of the image `detectors` asked; transplant pastes onto `recipients`)."""
+    x = on_device(images, encoder.device)                     # moved once, for the decoder and the image detectors
     emb, target, pred, mask = reconstruct_batch(model, encoder, x, keys, pixel_mean, pixel_std, mask_ratio, autocast)
-    occluded = None
-    if occlusion:
-        with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=autocast):
-            occluded = occlusion_scores(encoder, x, emb)
+    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=autocast):
+        probed = probe_scores(encoder, x, emb, detectors, recipients)
     return ScoreOutput(masked_sse(pred, target, mask).cpu().numpy().astype(np.float32),
                        emb.float().cpu().numpy().astype(np.float16),
                        masked_difficulty(target, mask).cpu().numpy().astype(np.float32),
-                       None if occluded is None else occluded.cpu().numpy().astype(np.float32))
+                       {n: v.cpu().numpy().astype(np.float32) for n, v in probed.items()})

@@ -28,6 +28,8 @@ from pipeline.dede.reference import MAX_BANK, CleanReference, bank_rows, save_re
 from pipeline.dede.scorer import decoder_pixels, score_batch
 from pipeline.dede.store import save_decoder
 from pipeline.dede.thresholds import calibration_summary
+from pipeline.detect.spec import IMAGE_DETECTORS
+from pipeline.detect.transplant import RECIPIENTS
 from pipeline.encoders import CIFAR_MEAN, CIFAR_STD, Encoder, create_encoder
 from pipeline.checkpoints import read_bytes
 from pipeline.errors import BadInput, one_line
@@ -227,16 +229,19 @@ def train_decoder(cfg: TrainConfig) -> DecoderConfig:
         history.append(total / max(n, 1))
         _save_state(state_url, model, opt, sched, epoch + 1, history)
     model.eval()
+    hashes = key_hashes(aux.keys)
+    recipients = aux.images[bank_rows(hashes, train_idx, RECIPIENTS)]       # clean training images, lowest hash first
     held = [score_batch(model, encoder, aux.images[hold_idx[i:i + bs]], [aux.keys[j] for j in hold_idx[i:i + bs]],
-                        cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast, occlusion=True)
+                        cfg.pixel_mean, cfg.pixel_std, mcfg.test_mask_ratio, autocast, IMAGE_DETECTORS, recipients)
             for i in range(0, len(hold_idx), bs)]
     hold_scores = np.concatenate([h.scores for h in held])
     embeddings = aux.embeddings.numpy().astype(np.float16)
-    bank = bank_rows(key_hashes(aux.keys), train_idx, cfg.max_bank)
+    bank = bank_rows(hashes, train_idx, cfg.max_bank)
     clean = CleanReference(holdout_scores=hold_scores, holdout_embeddings=embeddings[hold_idx],
                            bank_embeddings=embeddings[bank],
                            holdout_difficulty=np.concatenate([h.difficulty for h in held]),
-                           holdout_occlusion=np.concatenate([h.occlusion for h in held]))
+                           **{f"holdout_{n}": np.concatenate([h.images[n] for h in held]) for n in IMAGE_DETECTORS},
+                           recipients=recipients)
     reference = save_reference(cfg.out, clean, cfg.max_bank)
     final_loss = history[-1] if history else float("nan")
     hidden_values = 3 * (mcfg.num_patches - model.num_visible(mcfg.test_mask_ratio)) * mcfg.patch_size ** 2

@@ -3,7 +3,7 @@
 - `dede`: the hold-out's DeDe scores (the decoder's own calibration).
 - `dede-rel`: the hold-out's DeDe scores relative to their difficulty, by a fit on the same hold-out.
 - `dede-region`: the same, less the median of its region's hold-out rows (regions: k-means of the whole bank).
-- `occlusion`: the hold-out's occlusion scores, taken when the decoder was trained.
+- `occlusion`, `transplant`: the hold-out's scores, taken when the decoder was trained.
 - `X:bank`: the hold-out embeddings scored against the scoring half of the bank (`split_bank`), as corpus rows
   are; with `bank_trim` that half first loses that share of its rows whose own k-distance is furthest from its
   median (`trim_bank`).
@@ -32,7 +32,7 @@ from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble, rank_fusion
 from pipeline.detect.region import RegionalError
 from pipeline.detect.registry import DENSITY, Detector, fit
-from pipeline.detect.spec import DEDE, DEDE_REGION, ENSEMBLE, OCCLUSION, DetectorPlan
+from pipeline.detect.spec import DEDE, DEDE_REGION, ENSEMBLE, TRANSPLANT, DetectorPlan
 from pipeline.detect.suite import DetectorSuite
 from pipeline.errors import BadInput
 
@@ -82,11 +82,14 @@ def check_difficulty(plan: DetectorPlan, clean: CleanReference) -> None:
                        f"--ensemble")
 
 
-def check_occlusion(plan: DetectorPlan, clean: CleanReference) -> None:
-    """BadInput when the plan has occlusion and the reference predates the hold-out's occlusion scores."""
-    if plan.needs_occlusion and clean.holdout_occlusion is None:
-        raise BadInput(f"{OCCLUSION} needs the hold-out's occlusion scores, which decoders trained before it lack; "
-                       f"retrain the decoder with jobs/train_decoder.py, or leave it out of --detectors and --ensemble")
+def check_images(plan: DetectorPlan, clean: CleanReference) -> None:
+    """BadInput when the plan has an image detector whose hold-out scores (or, for transplant, recipient images) the
+    reference predates."""
+    for name in plan.image_detectors:
+        if clean.holdout(name) is None or (name == TRANSPLANT and clean.recipients is None):
+            raise BadInput(f"{name} needs the hold-out's {name} scores, which decoders trained before it lack; "
+                           f"retrain the decoder with jobs/train_decoder.py, or leave it out of --detectors and "
+                           f"--ensemble")
 
 
 def relative_error(plan: DetectorPlan, clean: CleanReference) -> RelativeError | None:
@@ -152,7 +155,7 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     bank_rows = trim_bank(scoring, bank_trim, k) if plan.bank else scoring
     bank = _fit(plan.bank, bank_rows, None, "the scoring half of the decoder's bank (reference.safetensors)", k)
     relative = relative_error(plan, clean)
-    check_occlusion(plan, clean)
+    check_images(plan, clean)
     regional = regional_error(plan, clean, relative)
     pseudo = pseudo_corpus(clean, len(reference))
     k_in = corpus_k(len(reference), k)
@@ -161,7 +164,7 @@ def calibrate(plan: DetectorPlan, clean: CleanReference, reference: np.ndarray, 
     clean_suite = DetectorSuite(plan, _fit(plan.in_corpus, pseudo, None, "the hold-out pseudo-corpus", k_pseudo), bank,
                                 None, relative, regional)
     holdout = clean_suite.score(clean.holdout_embeddings, np.arange(n), clean.holdout_scores, clean.holdout_difficulty,
-                                clean.holdout_occlusion)
+                                {n: clean.holdout(n) for n in plan.image_detectors})
     ensemble = None
     if plan.members:
         members = {m: holdout[m] for m in plan.members}

@@ -1,4 +1,4 @@
-"""A run's detectors, fitted on their references, scoring rows: `suite.score(x, ids, dede, difficulty, occlusion)`.
+"""A run's detectors, fitted on their references, scoring rows: `suite.score(x, ids, dede, difficulty, images)`.
 
 In-corpus detectors are fitted on a corpus reference sample whose rows carry ids (a corpus row's id
 is the hash of its shard stem and key, so a row inside the sample is matched to itself and its
@@ -13,8 +13,8 @@ from pipeline.detect.difficulty import RelativeError
 from pipeline.detect.ensemble import Ensemble
 from pipeline.detect.region import RegionalError
 from pipeline.detect.registry import Detector
-from pipeline.detect.spec import (DEDE, DEDE_REGION, DEDE_REL, DIFFICULTY_DETECTORS, ENSEMBLE, OCCLUSION, DetectorPlan,
-                                  base)
+from pipeline.detect.spec import (DEDE, DEDE_REGION, DEDE_REL, DIFFICULTY_DETECTORS, ENSEMBLE, IMAGE_DETECTORS,
+                                  DetectorPlan, base)
 
 
 class DetectorSuite:
@@ -29,15 +29,15 @@ class DetectorSuite:
         self.relative, self.regional = relative, regional
 
     def score(self, x: np.ndarray, ids: np.ndarray, dede: np.ndarray,
-              difficulty: np.ndarray | None = None, occlusion: np.ndarray | None = None) -> dict[str, np.ndarray]:
+              difficulty: np.ndarray | None = None, images: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Scores by detector name of rows `x` (ids `ids`, DeDe scores `dede`, their `difficulty`, which
-        dede-rel and dede-region need, and their `occlusion` scores, taken while scoring); the ensemble when the
-        suite has one."""
+        dede-rel and dede-region need, and the image detectors' scores by name, taken while scoring); the ensemble
+        when the suite has one."""
         out = {DEDE: np.asarray(dede, np.float64)}
-        if self.plan.needs_occlusion:
-            if occlusion is None:
-                raise ValueError(f"{OCCLUSION} needs the rows' occlusion scores")
-            out[OCCLUSION] = np.asarray(occlusion, np.float64)
+        for name in self.plan.image_detectors:
+            if images is None or images.get(name) is None:
+                raise ValueError(f"{name} needs the rows' {name} scores")
+            out[name] = np.asarray(images[name], np.float64)
         if self.plan.needs_difficulty:
             if self.relative is None or difficulty is None:
                 raise ValueError(f"{self.plan.needs_difficulty[0]} needs its clean fit and the rows' difficulty")
@@ -49,7 +49,7 @@ class DetectorSuite:
                     raise ValueError("dede-region needs its clean fit")
                 out[DEDE_REGION] = self.regional(residual, x)
         for name in self.plan.names:
-            if name in (DEDE, *DIFFICULTY_DETECTORS, OCCLUSION, ENSEMBLE):
+            if name in (DEDE, *DIFFICULTY_DETECTORS, *IMAGE_DETECTORS, ENSEMBLE):
                 continue
             if len(x) == 0:
                 out[name] = np.empty(0)

@@ -28,7 +28,7 @@ class ShardScorer:
 
     def __init__(self, *, decoder: str, out: str, threshold: float | None, finalize: bool, batch_size: int,
                  threads: int, store_embeddings: bool, carry_fields: tuple[str, ...], max_attempts: int,
-                 limits: Limits, env: dict[str, str], occlusion: bool = False):
+                 limits: Limits, env: dict[str, str], images: tuple[str, ...] = ()):
         import torch
 
         _set_env(env)
@@ -42,14 +42,14 @@ class ShardScorer:
         self.batch_size = batch_size
         self.threads = threads
         self.store_embeddings = store_embeddings
-        self.occlusion = occlusion
+        self.images = tuple(images)
         self.carry_fields = tuple(carry_fields)
         self.max_attempts = max_attempts
         self.limits = limits
 
     def _task(self, url: str, stem: str) -> ShardTask:
         return ShardTask(url=url, stem=stem, out=self.out, threshold=self.threshold, finalize=self.finalize,
-                         store_embeddings=self.store_embeddings, occlusion=self.occlusion,
+                         store_embeddings=self.store_embeddings, images=self.images,
                          carry_fields=self.carry_fields, limits=self.limits)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pipeline.corpus.limits import Limits
 from pipeline.detect.density import K
 from pipeline.detect.ensemble import DEFAULT_FUSION
-from pipeline.detect.spec import DEFAULT_DETECTORS, DEFAULT_ENSEMBLE, DetectorPlan, plan_detectors
+from pipeline.detect.spec import DEFAULT_DETECTORS, DEFAULT_ENSEMBLE, IMAGE_DETECTORS, DetectorPlan, plan_detectors
 from pipeline.errors import BadInput
 from pipeline.job.attempts import DEFAULT_MAX_ATTEMPTS
 from pipeline.job.errors import JobError
-from pipeline.job.outputs import CORE_COLUMNS, OCCLUSION
+from pipeline.job.outputs import CORE_COLUMNS
 
 DEFAULT_REFERENCE = 100_000
 DEFAULT_BANK_TRIM = 0.02
@@ -54,7 +54,7 @@ class JobConfig:
                 raise JobError(f"{flag} must be an integer >= 1, got {value!r}")
         if self.gpus_per_actor < 0 or self.cpus_per_actor < 0:
             raise JobError("--gpus-per-actor and --cpus-per-actor must be >= 0")
-        bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding", OCCLUSION) or not f
+        bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding", *IMAGE_DETECTORS) or not f
                or f.startswith("det_")]
         if bad:
             raise JobError(f"--carry-fields {bad} collide with the scores table's own columns")

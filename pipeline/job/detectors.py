@@ -168,9 +168,9 @@ def add_columns(table: pa.Table, stem: str, suite: DetectorSuite) -> pa.Table:
     dede = np.asarray(table.column("score").to_numpy(zero_copy_only=False), np.float64)[pos]
     difficulty = _rows(table, stem, DIFFICULTY, pos, f"which {suite.plan.needs_difficulty[0]} needs (written before "
                        "it existed)") if suite.plan.needs_difficulty else None
-    occlusion = _rows(table, stem, O.OCCLUSION, pos, "which the occlusion detector needs (scored without it)"
-                      ) if suite.plan.needs_occlusion else None
-    scores = suite.score(emb, ids, dede, difficulty, occlusion)
+    images = {n: _rows(table, stem, n, pos, f"which the {n} detector needs (scored without it)")
+              for n in suite.plan.image_detectors}
+    scores = suite.score(emb, ids, dede, difficulty, images)
     names = [n for n in suite.plan.names if n != DEDE]
     table = table.drop_columns([c for c in table.column_names if c.startswith("det_")])
     mask = np.ones(table.num_rows, bool)

@@ -26,7 +26,6 @@ from pipeline.job.jsonfile import write_json
 from pipeline.storage import temp_prefix, write_bytes_atomic
 
 CORE_COLUMNS = ("key", "shard", "index", "status", "error", "score", "difficulty", "threshold", "flagged", "decoder_sha256")
-OCCLUSION = "occlusion"      # the occlusion detector's raw scores, written by the scoring stage when it computes them
 REASON_SUFFIX = "dede_reason.json"
 STATS_VERSION = 1
 SHARD_FOLDERS = {"scores": "parquet", "clean": "tar", "quarantine": "tar", "stats": "json"}   # folder -> suffix
@@ -76,7 +75,7 @@ class Row:
     error: str | None = None
     score: float | None = None
     difficulty: float | None = None
-    occlusion: float | None = None
+    images: dict[str, float] = field(default_factory=dict)   # image detector -> its score
     caption: str | None = None
     embedding: np.ndarray | None = None
     carried: dict[str, Any] = field(default_factory=dict)
@@ -139,8 +138,9 @@ def _carry_array(values: list[Any]) -> pa.Array:
 
 
 def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captions: bool = True,
-               embed_dim: int | None = None, carry_fields: tuple[str, ...] = (), occlusion: bool = False) -> pa.Table:
-    """Rows -> the scores table (schema: schemas/scores.parquet.json); `occlusion`: with the `occlusion` column."""
+               embed_dim: int | None = None, carry_fields: tuple[str, ...] = (), images: tuple[str, ...] = ()) -> pa.Table:
+    """Rows -> the scores table (schema: schemas/scores.parquet.json); `images`: with a column of each of these image
+    detectors' scores."""
     cols: dict[str, pa.Array] = {
         "key": pa.array([r.key for r in rows], pa.string()),
         "shard": pa.array([r.shard for r in rows], pa.string()),
@@ -153,8 +153,8 @@ def rows_table(rows: list[Row], threshold: float, decoder_sha256: str, *, captio
         "flagged": pa.array([decide(r.score, r.status, threshold) for r in rows], pa.bool_()),
         "decoder_sha256": pa.array([decoder_sha256] * len(rows), pa.string()),
     }
-    if occlusion:
-        cols[OCCLUSION] = pa.array([r.occlusion for r in rows], pa.float32())
+    for name in images:
+        cols[name] = pa.array([r.images.get(name) for r in rows], pa.float32())
     if captions:
         cols["caption"] = pa.array([r.caption for r in rows], pa.string())
     if embed_dim is not None:

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.corpus.shards import common_root, shard_stem
 from pipeline.dede.reference import CleanReference
 from pipeline.dede.thresholds import ThresholdPolicy, parse_threshold, resolve_threshold
-from pipeline.detect.calibrate import check_difficulty, check_occlusion
+from pipeline.detect.calibrate import check_difficulty, check_images
 from pipeline.detect.spec import DEDE, DEFAULT_DETECTORS, DetectorPlan
 from pipeline.errors import BadInput
 from pipeline.job import attempts
@@ -68,7 +68,7 @@ def plan(cfg: JobConfig) -> Plan:
     if clean is not None:
         try:
             check_difficulty(dets, clean)
-            check_occlusion(dets, clean)
+            check_images(dets, clean)
         except BadInput as e:
             raise JobError(f"decoder {cfg.decoder}: {e}") from None
     threshold = None if policy.needs_scores else resolve_threshold(policy, decoder.calibration)
@@ -201,7 +201,7 @@ def _map_shards(cfg: JobConfig, items: list[dict], threshold: float | None, fina
         fn_constructor_kwargs={"decoder": cfg.decoder, "out": cfg.out, "threshold": threshold, "finalize": finalize,
                                "batch_size": cfg.batch_size, "threads": cfg.n_threads,
                                "store_embeddings": cfg.store_embeddings or cfg.detector_plan().needs_embeddings,
-                               "occlusion": cfg.detector_plan().needs_occlusion,
+                               "images": cfg.detector_plan().image_detectors,
                                "carry_fields": tuple(cfg.carry_fields),
                                "max_attempts": cfg.max_attempts, "limits": cfg.limits, "env": forwarded_env()},
     )

@@ -31,7 +31,7 @@ class ShardTask:
     threshold: float            # NaN in the score-only phase of a run-wide policy (gmm)
     finalize: bool = True       # False: write only scores/<stem>.parquet (gmm phase 1)
     store_embeddings: bool = False
-    occlusion: bool = False     # also the occlusion detector's scores (the `occlusion` column)
+    images: tuple[str, ...] = ()  # image detectors scored too, each into the column of its name (spec.IMAGE_DETECTORS)
     carry_fields: tuple[str, ...] = ()
     limits: Limits = Limits()
 
@@ -147,12 +147,13 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
         with ThreadPoolExecutor(max(1, threads)) as pool:
             for ch in _prefetch(_chunks(task.url, size, batch_size, pool, task.limits)):
                 read_s += ch.read_s
-                scores = emb = difficulty = occluded = None
+                scores = emb = difficulty = None
+                probed: dict[str, np.ndarray] = {}
                 if ch.ok:
                     t0 = time.perf_counter()
-                    res = scorer.score(ch.images, [ch.samples[i].key for i in ch.ok], task.occlusion)
+                    res = scorer.score(ch.images, [ch.samples[i].key for i in ch.ok], task.images)
                     score_s += time.perf_counter() - t0
-                    scores, emb, difficulty, occluded = res.scores, res.embeddings, res.difficulty, res.occlusion
+                    scores, emb, difficulty, probed = res.scores, res.embeddings, res.difficulty, res.images
                     embed_dim = emb.shape[1]
                 pos = {p: j for j, p in enumerate(ch.ok)}
                 for p, s in enumerate(ch.samples):
@@ -163,7 +164,7 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
                     rows.append(O.Row(
                         key=s.key, shard=task.url, index=s.index, status=status, error=err, score=score,
                         difficulty=float(difficulty[j]) if j is not None else None,
-                        occlusion=float(occluded[j]) if j is not None and occluded is not None else None,
+                        images={n: float(v[j]) for n, v in probed.items()} if j is not None else {},
                         caption=caption(s.fields) if s.members else None,
                         embedding=emb[j] if (j is not None and task.store_embeddings) else None,
                         carried=_carried(s, task.carry_fields)))
@@ -174,7 +175,7 @@ def score_shard(scorer, task: ShardTask, batch_size: int = 256, threads: int = 1
             embed_dim = int(getattr(scorer.encoder, "embed_dim", 0)) or None
         table = O.rows_table(rows, task.threshold, scorer.decoder_sha256,
                              embed_dim=embed_dim if task.store_embeddings else None,
-                             carry_fields=task.carry_fields, occlusion=task.occlusion)
+                             carry_fields=task.carry_fields, images=task.images)
         parquet_sha = O.write_parquet(O.scores_url(task.out, task.stem), table)
         if router is None:
             return {"stem": task.stem, "shard": task.url, "read": len(rows), "scored": len(rows),

@@ -43,14 +43,14 @@ DEFAULT_ATTACKS = ("badencoder", "drupe", "clip-backdoor", "badclip", "ctrl")
 DEFAULT_AUX = "id"
 CARRY = ["poisoned", "label"]
 EMBEDDING = "embedding"
-DECODER_FORMAT = 5
+DECODER_FORMAT = 6
 """Bumped when what a cached decoder means changes beyond the config its hash reads (3: decoders hash their resolved
 architecture, so a preset's new default needs no bump; 4: bumped with the score runs' FORMAT 4; 5: the reference holds
-the hold-out's occlusion scores)."""
-FORMAT = 6
+the hold-out's occlusion scores; 6: and transplant's recipients and hold-out scores)."""
+FORMAT = 7
 """Bumped when what a cached score run means changes beyond the config its hash reads (4: the bank's two disjoint
 halves, one for the bank detectors and one for the in-corpus pseudo-corpus; 5: `all` computes dede-region too; 6: and
-occlusion)."""
+occlusion; 7: and transplant)."""
 Log = Callable[[str], None]
 
 

@@ -22,7 +22,7 @@ from pipeline.errors import BadInput
 from pipeline.lab.detect import DEFAULT_AUX, ground_truth, read_scores
 from pipeline.lab.detect_data import POOLS, VALIDATION_POOLS, detect_cache
 
-CANDIDATES = ("dede", "dede-rel", "dede-region", "occlusion", "slof:bank", "kdist:bank", "dao:bank", "dao-dense:bank",
+CANDIDATES = ("dede", "dede-rel", "dede-region", "occlusion", "transplant", "slof:bank", "kdist:bank", "dao:bank", "dao-dense:bank",
               "norm:bank", "spectral:bank", "iforest:bank", "kdist-dense", "kdist", "norm", "spectral", "iforest")
 SPLITS = {"validation": (VALIDATION_POOLS, "val-0.01"), "test": (POOLS, "0.01")}
 """Split -> (its pools, the pool its members are ranked against)."""

@@ -16,8 +16,9 @@ from pipeline.detect.ensemble import DEFAULT_FUSION
 from pipeline.job import outputs as O
 from pipeline.job.schemas import check_json, check_parquet
 
-DETECTORS = "dede,dede-rel,dede-region,kdist-dense,slof:bank,kdist:bank,ensemble"   # the default ensemble: +occlusion
-COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "occlusion": "det_occlusion", "dede-region": "det_dede_region",
+DETECTORS = "dede,dede-rel,dede-region,transplant,kdist-dense,slof:bank,kdist:bank,ensemble"   # the default ensemble: +occlusion
+COLUMNS = {"dede": "score", "dede-rel": "det_dede_rel", "dede-region": "det_dede_region", "transplant": "det_transplant",
+           "occlusion": "det_occlusion",
            "kdist-dense": "det_kdist_dense", "slof:bank": "det_slof_bank",
            "kdist:bank": "det_kdist_bank", "ensemble": "det_ensemble"}
 
@@ -70,9 +71,10 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     ok = np.asarray(table.column("status").to_pylist()) == "ok"
     difficulty = table.column("difficulty").to_numpy(zero_copy_only=False)
     assert (difficulty[ok] > 0).all() and np.isnan(difficulty[~ok]).all()
-    occlusion = table.column("occlusion").to_numpy(zero_copy_only=False)
-    assert np.isfinite(occlusion[ok]).all() and np.isnan(occlusion[~ok]).all()
-    np.testing.assert_allclose(table.column("det_occlusion").to_numpy(zero_copy_only=False)[ok], occlusion[ok])
+    for name in ("occlusion", "transplant"):                                   # the image detectors' own columns
+        raw = table.column(name).to_numpy(zero_copy_only=False)
+        assert np.isfinite(raw[ok]).all() and np.isnan(raw[~ok]).all()
+        np.testing.assert_allclose(table.column(f"det_{name}").to_numpy(zero_copy_only=False)[ok], raw[ok])
     _check_split(out, run, "det_ensemble")
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["verdict"]["flagged"] == run["totals"]["flagged"]
@@ -96,7 +98,7 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
 
 @pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):
-    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, dede-region, occlusion, kdist"),
+    extra, want = {"unknown": (["--detectors", "dede,lof"], "--detectors: unknown detector 'lof'; known: dede, dede-rel, dede-region, occlusion, transplant, kdist"),
                    "flag-by": (["--detectors", "kdist", "--flag-by", "slof"], "--flag-by 'slof' is not one of"),
                    "fusion": (["--fusion", "median"], "invalid choice"),
                    "bank-trim": (["--bank-trim", "0.7"], "--bank-trim must be in [0, 0.5), got 0.7")}[case]
@@ -107,7 +109,7 @@ def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_d
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra,asked", [([], "(occlusion, slof:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
+@pytest.mark.parametrize("extra,asked", [([], "(occlusion, transplant, slof:bank, kdist-dense, ensemble) of --detectors ensemble (the default)"),
                                          (["--detectors", "kdist"], "(kdist) of --detectors kdist")])
 def test_a_decoder_without_a_clean_reference_is_one_line(extra, asked, tmp_path, cifar_shard_dir, tiny_decoder,
                                                          capsys):
@@ -142,7 +144,7 @@ def _without(tiny_decoder, folder, field):
 
     shutil.copytree(tiny_decoder, folder)
     ref = load_reference(str(folder), load_decoder_config(str(folder)))
-    assert getattr(ref, field) is not None and getattr(ref, field).shape == ref.holdout_scores.shape
+    assert getattr(ref, field) is not None and (field == "recipients" or getattr(ref, field).shape == ref.holdout_scores.shape)
     cfg = json.loads((folder / "config.json").read_text())
     cfg["reference"] = asdict(save_reference(str(folder), replace(ref, **{field: None}), cfg["reference"]["max_bank"]))
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -169,17 +171,20 @@ def test_dede_rel_with_a_reference_written_before_difficulty_is_one_line(tmp_pat
                           detectors=["kdist", "slof:bank"])).clean is not None
 
 
-def test_occlusion_with_a_reference_written_before_it_is_one_line(tmp_path, cifar_shard_dir, tiny_decoder, capsys):
-    """A clean reference without the hold-out's occlusion scores: --detectors occlusion is one line before Ray starts;
-    the other detectors still plan."""
+@pytest.mark.parametrize("name,missing", [("occlusion", "holdout_occlusion"), ("transplant", "holdout_transplant"),
+                                          ("transplant", "recipients")])
+def test_an_image_detector_with_a_reference_written_before_it_is_one_line(name, missing, tmp_path, cifar_shard_dir,
+                                                                         tiny_decoder, capsys):
+    """A clean reference without an image detector's hold-out scores (or transplant's recipients): --detectors NAME is
+    one line before Ray starts; the other detectors still plan."""
     from pipeline.job.config import JobConfig
     from pipeline.job.run import plan
 
-    old = _without(tiny_decoder, tmp_path / "old", "holdout_occlusion")
+    old = _without(tiny_decoder, tmp_path / "old", missing)
     out = tmp_path / "out"
-    assert main(_argv(cifar_shard_dir, old, out, "--detectors", "occlusion")) == 2
+    assert main(_argv(cifar_shard_dir, old, out, "--detectors", name)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "occlusion needs the hold-out's occlusion scores" in err[0] and "retrain" in err[0], err
+    assert len(err) == 1 and f"{name} needs the hold-out's {name} scores" in err[0] and "retrain" in err[0], err
     assert not out.exists()
     assert plan(JobConfig(inputs=[str(cifar_shard_dir)], out=str(out), decoder=old,
                           detectors=["dede-rel", "slof:bank"])).clean is not None

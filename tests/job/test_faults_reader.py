@@ -208,7 +208,7 @@ class FakeScorer:
     work_size = 32
     decoder_sha256 = "0" * 64
 
-    def score(self, images: np.ndarray, keys, occlusion: bool = False) -> ScoreOutput:
+    def score(self, images: np.ndarray, keys, detectors=()) -> ScoreOutput:
         mean = images.reshape(len(images), -1).mean(1).astype(np.float32)
         return ScoreOutput(mean, np.zeros((len(images), 4), np.float16), mean)
 

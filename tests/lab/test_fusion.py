@@ -42,7 +42,7 @@ def test_search_ranks_on_the_validation_pools_and_only_reports_the_test_pools_an
     assert best["validation_mean"] > 0.99 and best["test_mean"] < 0.7
     assert set(best["auc"]) == {"a@val-0.5", "a@val-0.01", "a@0.5", "a@0.01", "demo"}
     assert out["cells"] == ["a@val-0.5", "a@val-0.01"] and out["test_cells"] == ["a@0.5", "a@0.01"]
-    assert out["searched"] == 16 + 3 * 120                 # 16 candidates alone; pairs by max, mean and fisher
+    assert out["searched"] == 17 + 3 * 136                 # 17 candidates alone; pairs by max, mean and fisher
     noise = fusion.fused_auc(fusion.cell_tables(results, {})["a@val-0.5"], ("kdist",), "mean")
     assert 0.4 < noise < 0.6
     fusion.write(tmp_path, {**out, "command": "c", "commit": "x"})
