@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--carry-fields", default="", help="comma-separated .json fields copied into the Parquet")
     ap.add_argument("--overwrite", action="store_true",
                     help="remove this run's own outputs in --out (never other files) and start over")
+    ap.add_argument("--redetect", action="store_true",
+                    help="recompute a finished run's detectors and clean/quarantine split from its stored scores and "
+                         "embeddings, with this command's --detectors, --ensemble, --fusion, --flag-by, --threshold "
+                         "and --bank-trim, without scoring the images again (the image detectors' columns must "
+                         "have been scored)")
     ap.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     ap.add_argument("--max-shards", type=cli.positive_int, default=None, help="first N shards only")
     ap.add_argument("--max-attempts", type=cli.positive_int, default=DEFAULT_MAX_ATTEMPTS,
@@ -96,7 +101,7 @@ def config(a: argparse.Namespace) -> JobConfig:
                      actors=a.actors, gpus_per_actor=a.gpus_per_actor, cpus_per_actor=a.cpus_per_actor,
                      threads=a.threads, store_embeddings=a.store_embeddings,
                      carry_fields=[f.strip() for f in a.carry_fields.split(",") if f.strip()],
-                     overwrite=a.overwrite, ray_address=a.ray_address, progress=not a.no_progress,
+                     overwrite=a.overwrite, redetect=a.redetect, ray_address=a.ray_address, progress=not a.no_progress,
                      max_shards=a.max_shards, max_attempts=a.max_attempts,
                      limits=Limits(max_member_bytes=a.max_member_bytes, max_members=a.max_members,
                                    max_pixels=a.max_pixels, max_aspect=a.max_aspect),

@@ -30,6 +30,7 @@ class JobConfig:
     store_embeddings: bool = False
     carry_fields: list[str] = field(default_factory=list)
     overwrite: bool = False
+    redetect: bool = False                # a finished run's detectors and split again from its stored scores
     ray_address: str | None = None        # None: RAY_ADDRESS if set (ray job submit), else an embedded local Ray
     progress: bool = True
     max_shards: int | None = None         # first N shards only (smoke runs)
@@ -54,6 +55,11 @@ class JobConfig:
                 raise JobError(f"{flag} must be an integer >= 1, got {value!r}")
         if self.gpus_per_actor < 0 or self.cpus_per_actor < 0:
             raise JobError("--gpus-per-actor and --cpus-per-actor must be >= 0")
+        if self.redetect and self.overwrite:
+            raise JobError("--redetect reuses the run's scores, which --overwrite removes; pass one of them")
+        if self.redetect and not self.detector_plan().needs_embeddings:
+            raise JobError("--redetect recomputes the detectors beside dede; for DeDe alone re-split with "
+                           "jobs/apply_threshold.py")
         bad = [f for f in self.carry_fields if f in CORE_COLUMNS or f in ("caption", "embedding", *IMAGE_DETECTORS) or not f
                or f.startswith("det_")]
         if bad:

@@ -131,12 +131,18 @@ def _forget_changed(cfg: JobConfig, p: Plan, done: dict[str, dict], log) -> None
 
 
 def _check_compatible(cfg: JobConfig, p: Plan, stats: list[dict]) -> None:
-    """Refuse to resume into outputs made with another decoder, detectors or threshold (it would mix them)."""
+    """Refuse to resume into outputs made with another decoder, detectors or threshold (it would mix them); with
+    --redetect, refuse a run that is not finished or was scored with another decoder."""
     sha = p.decoder.sha256
     other = [s for s in stats if sha and s["decoder_sha256"] != sha]
     if other:
         raise JobError(f"{len(other)} finished shards in {cfg.out} were scored with another decoder "
                        f"(e.g. {other[0]['stem']}); use --overwrite or another --out")
+    if cfg.redetect:
+        if len(stats) < len(p.stems):
+            raise JobError(f"--redetect needs a finished run, and {len(p.stems) - len(stats)} of the {len(p.stems)} "
+                           f"shards in {cfg.out} have no stats; finish it first (the same command without --redetect)")
+        return
     want = (sorted(p.detectors.names), p.detectors.flag_by)
     other = [s for s in stats if (sorted(s.get("detectors", [DEDE])), s.get("flag_by", DEDE)) != want]
     if other:
@@ -249,20 +255,20 @@ def _detect_shards(cfg: JobConfig, items: list[dict], suite, rule: O.FlagRule | 
 
 
 def _score_detectors(cfg: JobConfig, p: Plan, todo: list[dict], done: dict[str, dict], log) -> tuple[O.FlagRule, int]:
-    """Phase 1 scores and keeps the embeddings; the driver streams the corpus reference sample and
-    calibrates every detector on the decoder's hold-out; phase 2 adds the det_* columns and routes the
-    shards by the flag-by detector (gmm: columns first, thresholds from every shard, then the split).
-    Shards that failed phase 1 are reported at the end; the others are split first unless the run needs
-    every shard's scores (in-corpus detectors, gmm). Returns the rule the shards were routed by and the
-    samples scored."""
+    """Phase 1 scores and keeps the embeddings (skipped with --redetect, whose `todo` is every shard, scored
+    before); the driver streams the corpus reference sample and calibrates every detector on the decoder's hold-out;
+    phase 2 adds the det_* columns and routes the shards by the flag-by detector (gmm: columns first, thresholds from
+    every shard, then the split). Shards that failed phase 1 are reported at the end; the others are split first
+    unless the run needs every shard's scores (in-corpus detectors, gmm). Returns the rule the shards were routed by
+    and the samples scored."""
     if not todo:
         return D.rule_from_stats(done[p.stems[0]]), 0
-    rows = _map_shards(cfg, todo, None, finalize=False)
+    rows = [] if cfg.redetect else _map_shards(cfg, todo, None, finalize=False)
     failed = [r for r in rows if r.get("failed")]
     if failed and (p.detectors.in_corpus or p.policy.needs_scores):
         _check_failed(rows, "the others are scored but not split (the in-corpus detectors and gmm need every "
                             "shard's scores)")
-    if len(failed) == len(rows):
+    if rows and len(failed) == len(rows):
         _check_failed(rows)
     lost = {r["stem"] for r in failed}
     todo = [t for t in todo if t["stem"] not in lost]
@@ -296,9 +302,10 @@ def _score(cfg: JobConfig, p: Plan, log) -> dict:
     done = _finished(cfg.out, p.stems)
     _forget_changed(cfg, p, done, log)
     _check_compatible(cfg, p, list(done.values()))
-    todo = [{"url": u, "stem": s} for u, s in zip(p.urls, p.stems) if s not in done]
+    todo = [{"url": u, "stem": s} for u, s in zip(p.urls, p.stems) if cfg.redetect or s not in done]
     skipped = len(p.urls) - len(todo)
-    log(f"score_corpus: {len(p.urls)} shards, {skipped} already done, {len(todo)} to score -> {cfg.out}")
+    log(f"score_corpus: {len(p.urls)} shards, " + (f"the detectors again from their stored scores -> {cfg.out}"
+        if cfg.redetect else f"{skipped} already done, {len(todo)} to score -> {cfg.out}"))
     t0 = time.perf_counter()
     scored = 0
     started = _ensure_ray(cfg) if todo else False

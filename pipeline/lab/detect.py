@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ FORMAT = 7
 """Bumped when what a cached score run means changes beyond the config its hash reads (4: the bank's two disjoint
 halves, one for the bank detectors and one for the in-corpus pseudo-corpus; 5: `all` computes dede-region too; 6: and
 occlusion; 7: and transplant)."""
+REDETECTED = "lab-redetected.json"   # in a score run whose detector phase ran on another run's scores
 Log = Callable[[str], None]
 
 
@@ -334,17 +336,37 @@ def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, A
             "format": FORMAT, **settings.bank_trimmed()}
 
 
+def scored_sibling(decoder: Path, pool: ShardSet) -> Path | None:
+    """A finished score run of `pool` with `decoder`, whatever its detectors: its stored scores, embeddings and image
+    detector columns serve a run that differs only in its detector phase (score_corpus --redetect)."""
+    for run_file in sorted(detect_cache().glob("score-*/run.json")):
+        config = json.loads(run_file.read_text()).get("config", {})
+        if config.get("decoder") == str(decoder) and config.get("inputs") == [str(pool.folder)]:
+            return run_file.parent
+    return None
+
+
 def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
                log: Log = print) -> tuple[Path, dict[str, Any], bool]:
     """The cached score run of `pool` with `decoder`, run with run_job first when absent (an unfinished one
-    resumes). Returns (folder, run.json, cached)."""
+    resumes). A run of the same decoder and pool with other detectors lends its scores: hard links to its files,
+    and only the detector phase runs (--redetect). Returns (folder, run.json, cached)."""
     folder = detect_cache() / f"score-{_hash(run_config(decoder, pool, settings))}"
     run_file = folder / "run.json"
     if run_file.exists():
         return folder, json.loads(run_file.read_text()), True
+    source = folder / REDETECTED
+    sibling = None if folder.exists() else scored_sibling(decoder, pool)
+    if sibling is not None:          # every file there is replaced whole (written to a temp name, then renamed)
+        staging = folder.with_name(folder.name + ".linking")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(sibling, staging, copy_function=os.link, ignore=shutil.ignore_patterns("run.json", "report"))
+        (staging / REDETECTED).write_text(json.dumps({"from": sibling.name}))
+        staging.rename(folder)
+        log(f"    the detectors again on the scores of {sibling.name}")
     ray.ensure()
-    run = run_job(JobConfig(**settings.job_kwargs([str(pool.folder)], str(decoder), str(folder))),
-                  log=lambda line: log(f"    {line}"))
+    run = run_job(JobConfig(**settings.job_kwargs([str(pool.folder)], str(decoder), str(folder)),
+                            redetect=source.exists()), log=lambda line: log(f"    {line}"))
     return folder, run, False
 
 

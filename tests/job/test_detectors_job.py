@@ -95,6 +95,29 @@ def test_detectors_flag_by_the_ensemble_end_to_end(tmp_path, cifar_shard_dir, ti
     assert again["flag_by"] == "ensemble" and again["detectors"]["ensemble"]["threshold"] == pytest.approx(0.9)
     _check_split(out, again, "det_ensemble")
 
+    stored = {c: table.column(c) for c in ("score", "difficulty", "occlusion", "transplant", "embedding")}
+    assert main(_argv(cifar_shard_dir, tiny_decoder, out, "--detectors", "transplant,kdist,ensemble", "--ensemble",
+                      "dede,transplant", "--fusion", "mean", "--redetect")) == 0                  # another ensemble
+    assert "the detectors again from their stored scores" in capsys.readouterr().out
+    redone = json.loads((out / "run.json").read_text())
+    assert set(redone["detectors"]) == {"dede", "transplant", "kdist", "ensemble"}
+    assert redone["config"]["ensemble"] == ["dede", "transplant"] and redone["config"]["fusion"] == "mean"
+    table = O.read_parquet(O.scores_url(str(out), run["shards"][0]["stem"]))
+    assert {c: table.column(c) for c in stored} == stored                      # the images were not scored again
+    assert "det_kdist" in table.column_names and "det_kdist_dense" not in table.column_names
+    _check_split(out, redone, "det_ensemble")
+
+
+@pytest.mark.parametrize("case", ["unfinished", "dede", "overwrite"])
+def test_redetect_needs_a_finished_run_and_detectors_beside_dede(case, tmp_path, cifar_shard_dir, tiny_decoder,
+                                                                capsys):
+    extra, want = {"unfinished": ([], "--redetect needs a finished run, and 4 of the 4 shards in"),
+                   "dede": (["--detectors", "dede"], "--redetect recomputes the detectors beside dede; for DeDe alone"),
+                   "overwrite": (["--overwrite"], "--redetect reuses the run's scores, which --overwrite removes")}[case]
+    assert main(_argv(cifar_shard_dir, tiny_decoder, tmp_path / "out", "--redetect", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and want in err[0], err
+
 
 @pytest.mark.parametrize("case", ["unknown", "flag-by", "fusion", "bank-trim"])
 def test_bad_detector_flags_are_one_line(case, tmp_path, cifar_shard_dir, tiny_decoder, capsys):

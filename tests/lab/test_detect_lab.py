@@ -342,6 +342,15 @@ def test_end_to_end_on_a_tiny_victim(tiny_cache, tmp_path, capsys):
     md = (out / "detection.md").read_text()
     assert "## Ablations" in md and "| `trim 0.2` | dede |" in md and md == detect_report.render(after)
     capsys.readouterr()
+    other = argv + ["--ensemble", "dede,transplant", "--fusion", "mean", "--ablation", "pair"]
+    assert lab_detect.main(other) == 0                              # another ensemble: the detector phase only
+    assert "the detectors again on the scores of score-" in capsys.readouterr().out
+    first = detect.read_scores(tiny_cache / "detect" / b["runs"]["id"]["0.5"]["run"], ["score", "transplant"])
+    pair = json.loads((out / "results.json").read_text())["ablations"]["pair"]["attacks"]["badencoder"]
+    redone = tiny_cache / "detect" / pair["runs"]["id"]["0.5"]["run"]
+    assert (redone / detect.REDETECTED).exists() and redone.name != b["runs"]["id"]["0.5"]["run"]
+    again = detect.read_scores(redone, ["score", "transplant", "det_ensemble"])
+    assert all(np.array_equal(first[c], again[c]) for c in ("score", "transplant"))
 
 
 def test_a_candidate_ensemble_is_its_own_run_and_leaves_the_default_runs_cached():
