@@ -306,6 +306,10 @@ def _score(cfg: JobConfig, p: Plan, log) -> dict:
     skipped = len(p.urls) - len(todo)
     log(f"score_corpus: {len(p.urls)} shards, " + (f"the detectors again from their stored scores -> {cfg.out}"
         if cfg.redetect else f"{skipped} already done, {len(todo)} to score -> {cfg.out}"))
+    if cfg.redetect:                  # the old run.json would describe a split this run is replacing
+        fs, path = fsspec.core.url_to_fs(O.run_url(cfg.out))
+        if fs.exists(path):
+            fs.rm(path)
     t0 = time.perf_counter()
     scored = 0
     started = _ensure_ray(cfg) if todo else False
