@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pipeline.detect.metrics import auc
-from pipeline.detect.occlusion import occlusion_scores, positions
+from pipeline.detect.occlusion import positions
+from pipeline.detect.probes import probe_scores
 from pipeline.encoders import Encoder, EncoderSpec
 
 PATCH = (slice(20, 28), slice(20, 28))
@@ -31,6 +32,11 @@ def _images(n: int, seed: int) -> np.ndarray:
     return (rng.random((n, 32, 32, 3)) * 200).astype(np.uint8)      # no pixel as bright as the patch
 
 
+def _scores(enc: Encoder, images: np.ndarray) -> np.ndarray:
+    x = torch.as_tensor(images)
+    return probe_scores(enc, x, enc.embed(x), ("occlusion",))["occlusion"].numpy()
+
+
 def test_positions_span_the_image():
     assert positions(32, 14) == [0, 6, 12, 18]
     assert positions(32, 32) == [0]
@@ -40,9 +46,9 @@ def test_a_planted_patch_stands_out_and_clean_images_do_not():
     clean, triggered = _images(200, 0), _images(50, 1)
     triggered[:, PATCH[0], PATCH[1]] = 255
     enc = _encoder()
-    scores = occlusion_scores(enc, torch.as_tensor(np.concatenate([clean, triggered]))).numpy()
+    scores = _scores(enc, np.concatenate([clean, triggered]))
     labels = np.r_[np.zeros(200), np.ones(50)]
     assert auc(labels, scores) > 0.99
-    other = occlusion_scores(enc, torch.as_tensor(_images(200, 2))).numpy()
+    other = _scores(enc, _images(200, 2))
     threshold = np.quantile(scores[:200], 0.99)
     assert (other > threshold).mean() < 0.05                       # a clean cloud is not flagged beyond its rate

@@ -69,12 +69,3 @@ def occlude(encoder: Encoder, norm: torch.Tensor, e0: torch.Tensor, side: float 
         moves.append((1 - (e * e0).sum(1)).clamp_min(TINY).log())                       # (B,)
     return Windows(s, w, corners, torch.stack(moves, 1))
 
-
-@torch.no_grad()
-def occlusion_scores(encoder: Encoder, images: torch.Tensor, emb: torch.Tensor | None = None,
-                     side: float = SIDE, steps: int = STEPS) -> torch.Tensor:
-    """(B, H, W, 3) uint8 or (B, 3, H, W) [0, 1] images -> (B,) float32 scores; `emb`: their embeddings when
-    already computed."""
-    norm = encoder.preprocess(images)                                                    # (B, 3, S, S)
-    e0 = F.normalize((encoder(norm) if emb is None else emb).float(), dim=1)             # (B, D)
-    return occlude(encoder, norm, e0, side, steps).scores()

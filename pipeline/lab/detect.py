@@ -336,12 +336,16 @@ def run_config(decoder: Path, pool: ShardSet, settings: Settings) -> dict[str, A
             "format": FORMAT, **settings.bank_trimmed()}
 
 
-def scored_sibling(decoder: Path, pool: ShardSet) -> Path | None:
-    """A finished score run of `pool` with `decoder`, whatever its detectors: its stored scores, embeddings and image
-    detector columns serve a run that differs only in its detector phase (score_corpus --redetect)."""
+def scored_sibling(decoder: Path, pool: ShardSet, images: tuple[str, ...]) -> Path | None:
+    """A finished score run of `pool` with `decoder` that scored every image detector in `images`, whatever its other
+    detectors: its stored scores, embeddings and image detector columns serve a run that differs only in its detector
+    phase (score_corpus --redetect)."""
+    import pyarrow.parquet as pq
+
     for run_file in sorted(detect_cache().glob("score-*/run.json")):
         config = json.loads(run_file.read_text()).get("config", {})
-        if config.get("decoder") == str(decoder) and config.get("inputs") == [str(pool.folder)]:
+        if config.get("decoder") == str(decoder) and config.get("inputs") == [str(pool.folder)] and all(
+                set(images) <= set(pq.read_schema(f).names) for f in (run_file.parent / "scores").glob("*.parquet")):
             return run_file.parent
     return None
 
@@ -356,7 +360,9 @@ def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
     if run_file.exists():
         return folder, json.loads(run_file.read_text()), True
     source = folder / REDETECTED
-    sibling = None if folder.exists() else scored_sibling(decoder, pool)
+    kwargs = settings.job_kwargs([str(pool.folder)], str(decoder), str(folder))
+    images = JobConfig(**kwargs).detector_plan().image_detectors
+    sibling = None if folder.exists() else scored_sibling(decoder, pool, images)
     if sibling is not None:          # every file there is replaced whole (written to a temp name, then renamed)
         staging = folder.with_name(folder.name + ".linking")
         shutil.rmtree(staging, ignore_errors=True)
@@ -365,8 +371,7 @@ def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
         staging.rename(folder)
         log(f"    the detectors again on the scores of {sibling.name}")
     ray.ensure()
-    run = run_job(JobConfig(**settings.job_kwargs([str(pool.folder)], str(decoder), str(folder)),
-                            redetect=source.exists()), log=lambda line: log(f"    {line}"))
+    run = run_job(JobConfig(**kwargs, redetect=source.exists()), log=lambda line: log(f"    {line}"))
     return folder, run, False
 
 

@@ -368,3 +368,17 @@ def test_a_candidate_ensemble_is_its_own_run_and_leaves_the_default_runs_cached(
     assert candidate.record()["ensemble"] == ["dede", "kdist-dense"] and candidate.record()["fusion"] == "fisher"
     with pytest.raises(BadInput, match="--ensemble: unknown detector 'lof'"):
         detect.Settings(ensemble=("dede", "lof"))
+
+
+def test_a_sibling_run_lends_its_scores_only_when_it_scored_every_image_detector_asked(tiny_cache):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pool, dec = ShardSet(tiny_cache / "detect" / "pool-p01-x", {}), Path("decoder-x")
+    run = tiny_cache / "detect" / "score-a"
+    (run / "scores").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"config": {"decoder": str(dec), "inputs": [str(pool.folder)]}}))
+    pq.write_table(pa.table({"score": [1.0], "occlusion": [0.5]}), run / "scores" / "s0.parquet")
+    assert detect.scored_sibling(dec, pool, ("occlusion",)) == run
+    assert detect.scored_sibling(dec, pool, ("occlusion", "transplant")) is None     # it would fail --redetect
+    assert detect.scored_sibling(Path("decoder-y"), pool, ()) is None
