@@ -7,7 +7,8 @@ counted; from the other half the product's own `calibrate` takes a hold-out and 
 seed's decoder and split, each detector's realised FPR is measured twice on the same counted rows:
 - `train-aux`: the decoder's own hold-out and bank (CIFAR-10 train, seen by the encoder), as the product ran;
 - `test-aux`: hold-out and bank from the other test half (unseen by the encoder, like the counted rows).
-DeDe's hold-out scores in `test-aux` are the test rows' own scores: the decoder never read a test image.
+DeDe's hold-out scores in `test-aux` are the test rows' own scores: the decoder never read a test image; likewise the
+image detectors' (`transplant` pastes onto the decoder's own recipients in both cases).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pipeline.dede.config import load_decoder_config
 from pipeline.dede.reference import CleanReference, load_reference
 from pipeline.dede.thresholds import calibration_summary
 from pipeline.detect.calibrate import calibrate, detector_threshold
-from pipeline.detect.spec import ENSEMBLE, plan_detectors
+from pipeline.detect.spec import ENSEMBLE, DetectorPlan, plan_detectors
 from pipeline.lab.detect import ground_truth, read_scores
 from pipeline.lab.detect_data import detect_cache
 
@@ -41,15 +42,21 @@ def find_run(decoder: str, pool: str) -> Path:
                             f"jobs/lab_detect.py --calibration-seeds first")
 
 
-def realised(clean: CleanReference, counted: dict[str, np.ndarray], run: dict[str, Any]) -> dict[str, float]:
-    """Per detector of the run's plan, the share of `counted` rows (embedding, score, difficulty) over the threshold
-    that `calibrate` derives from `clean` at the run's threshold policy."""
+def run_plan(run: dict[str, Any]) -> DetectorPlan:
+    """The detector plan a score run's run.json records."""
     cfg = run["config"]
-    plan = plan_detectors(cfg["detectors"], cfg.get("flag_by"), cfg["ensemble"], cfg["fusion"])
+    return plan_detectors(cfg["detectors"], cfg.get("flag_by"), cfg["ensemble"], cfg["fusion"])
+
+
+def realised(clean: CleanReference, counted: dict[str, np.ndarray], run: dict[str, Any]) -> dict[str, float]:
+    """Per detector of the run's plan, the share of `counted` rows (embedding, score, difficulty and the plan's image
+    detector scores) over the threshold that `calibrate` derives from `clean` at the run's threshold policy."""
+    cfg, plan = run["config"], run_plan(run)
     x = counted["embedding"]
     ids = np.arange(len(x))
     cal = calibrate(plan, clean, x, ids, calibration_summary(clean.holdout_scores, np.nan), bank_trim=cfg["bank_trim"])
-    scores = cal.suite.score(x, ids, counted["score"], counted["difficulty"])
+    scores = cal.suite.score(x, ids, counted["score"], counted["difficulty"],
+                             {n: counted[n] for n in plan.image_detectors})
     out = {}
     for name in plan.names:
         t = detector_threshold(cfg["threshold"], name, cal.calibrations[name], scores[name])
@@ -69,9 +76,10 @@ def measure(calibration: dict[str, Any], splits: int = SPLITS, progress: bool = 
         run_dir = find_run(info["folder"], calibration["pool"])
         run = json.loads((run_dir / "run.json").read_text())
         own = load_reference(str(folder), load_decoder_config(str(folder)))
-        table = read_scores(run_dir, ["embedding", "score", "difficulty"])
+        columns = ["embedding", "score", "difficulty", *run_plan(run).image_detectors]
+        table = read_scores(run_dir, columns)
         ok, poisoned = ground_truth(table)
-        rows = {k: np.asarray(table[k])[ok & ~poisoned] for k in ("embedding", "score", "difficulty")}
+        rows = {k: np.asarray(table[k])[ok & ~poisoned] for k in columns}
         n_hold, n_bank = len(own.holdout_scores), len(own.bank_embeddings)
         sizes = {"holdout": n_hold, "bank": n_bank, "test_rows": int(len(rows["score"]))}
         for split in range(splits):
@@ -83,7 +91,8 @@ def measure(calibration: dict[str, Any], splits: int = SPLITS, progress: bool = 
             hold, bank = aux_idx[:n_hold], aux_idx[n_hold:n_hold + n_bank]
             counted = {k: v[counted_idx] for k, v in rows.items()}
             test_aux = CleanReference(rows["score"][hold], rows["embedding"][hold], rows["embedding"][bank],
-                                      rows["difficulty"][hold])
+                                      rows["difficulty"][hold], recipients=own.recipients,
+                                      **{f"holdout_{n}": rows[n][hold] for n in run_plan(run).image_detectors})
             for case, clean in (("train-aux", own), ("test-aux", test_aux)):
                 for name, rate in realised(clean, counted, run).items():
                     rates[case].setdefault(name, []).append(rate)

@@ -33,6 +33,23 @@ def test_rows_drawn_like_the_auxiliary_set_keep_the_rate_and_wider_rows_exceed_i
     assert min(r["dede"] for r in wider) > 0.03 and min(r["norm:bank"] for r in wider) > 0.03
 
 
+def test_an_image_detector_is_calibrated_on_the_hold_outs_scores_of_it():
+    run = {"config": {**RUN["config"], "ensemble": ["dede", "transplant", "kdist-dense"]}}
+    rates = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        aux, counted = rows(rng, 4000), rows(rng, 3000)
+        aux["transplant"], counted["transplant"] = rng.random(4000), rng.random(3000)
+        clean = CleanReference(aux["score"][:1500], aux["embedding"][:1500], aux["embedding"][1500:],
+                               aux["difficulty"][:1500], holdout_transplant=aux["transplant"][:1500],
+                               recipients=np.zeros((2, 32, 32, 3), np.uint8))
+        rates.append(calibration_shift.realised(clean, counted, run))
+        counted["transplant"] = counted["transplant"] + 0.5              # a shifted image detector overshoots
+        assert calibration_shift.realised(clean, counted, run)["transplant"] > 0.3
+    assert set(rates[0]) == {"dede", "transplant", "kdist-dense", "ensemble"}
+    assert 0.012 <= np.mean([r["transplant"] for r in rates]) <= 0.03
+
+
 def test_render_writes_one_row_per_detector_and_both_cases():
     cell = {"mean": 0.0125, "sd": 0.001, "min": 0.011, "max": 0.014, "in_band": 1.0}
     res = {"command": "jobs/lab_calibration_shift.py", "commit": "abc", "finished": "now", "victim": "v", "pool": "p",
