@@ -3,6 +3,7 @@ detectors, each rank fusion (max, mean, fisher), ranked by mean AUC on the valid
 val-0.5 val-0.01), the test pools reported beside; writes RESULTS/fusion.json and RESULTS/fusion.md.
 
   lab_fusion.py --extra demo=demo/run-all      # also report a run scored with --detectors all (not ranked)
+  lab_fusion.py --also results/trigger-blend   # rank on that folder's victims' validation pools too
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=RUN",
                     help="a score_corpus run (with --detectors all and ground truth `poisoned`) reported beside the table")
     ap.add_argument("--results", type=Path, default=Path("results"), help="folder of results.json and fusion.*")
+    ap.add_argument("--also", action="append", type=Path, default=[], metavar="FOLDER",
+                    help="another folder of lab_detect results (e.g. other triggers' victims): its validation pools "
+                         "join the ranking and its test pools the report, as FOLDER-NAME/attack@pool")
+    ap.add_argument("--max-size", type=cli.positive_int, default=4, help="members of the largest sets searched")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     return ap
 
@@ -33,7 +38,12 @@ def run(a: argparse.Namespace) -> None:
         if not sep or not Path(path, "run.json").exists():
             raise BadInput(f"--extra {item!r}: use NAME=RUN, RUN a finished score_corpus folder")
         extra[name] = Path(path)
-    out = fusion.search(detect_report.load(a.results), extra, progress=a.progress)
+    missing = [str(folder) for folder in a.also if not (folder / detect_report.RESULTS).exists()]
+    if missing:
+        raise BadInput(f"--also {missing[0]}: no {detect_report.RESULTS} there; run jobs/lab_detect.py --results "
+                       f"{missing[0]} first")
+    also = {folder.name: detect_report.load(folder) for folder in a.also}
+    out = fusion.search(detect_report.load(a.results), extra, size=a.max_size, progress=a.progress, also=also)
     out.update({k: v for k, v in detect_report.meta(a.argv, "jobs/lab_fusion.py").items() if k in ("command", "commit")})
     fusion.write(a.results, out)
     print(f"wrote {a.results / 'fusion.json'} and {a.results / 'fusion.md'}")

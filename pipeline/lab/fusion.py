@@ -68,15 +68,24 @@ def fused_auc(cell: Cell, members: tuple[str, ...], fusion: str) -> float:
     return float(auc(cell.labels, fuse([cell.percentiles[m] for m in members], fusion)))
 
 
+def _prefixed(results: dict[str, Any], also: dict[str, dict[str, Any]], split: str) -> dict[str, Cell]:
+    """The split's cells of `results` and of each other results.json in `also`, whose cells are named NAME/cell."""
+    cells = cell_tables(results, {}, split)
+    for name, other in also.items():
+        cells.update({f"{name}/{c}": cell for c, cell in cell_tables(other, {}, split).items()})
+    return cells
+
+
 def search(results: dict[str, Any], extra: dict[str, Path], size: int = 4, keep: int = 40,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, also: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every member set's AUC per cell, ranked by the mean over the validation cells (test cells and extra
-    runs reported, not ranked); keeps the `keep` best sets and the default's."""
-    ranked = cell_tables(results, {}, "validation")
+    runs reported, not ranked); `also`: more results.json by name (other victims, e.g. other triggers), whose
+    validation cells join the ranking and test cells the report; keeps the `keep` best sets and the default's."""
+    ranked = _prefixed(results, also or {}, "validation")
     if not ranked:
         raise BadInput("results.json holds no validation runs: run jobs/lab_detect.py --pools val-0.5 val-0.01 "
                        "--aux id first")
-    cells = {**ranked, **cell_tables(results, extra, "test")}
+    cells = {**ranked, **_prefixed(results, also or {}, "test"), **cell_tables({}, extra, "test")}
     test_cells = [c for c in cells if c not in ranked and c not in extra]
     rows = []
     sets = [(members, fusion) for k in range(1, size + 1) for members in itertools.combinations(CANDIDATES, k)

@@ -58,3 +58,27 @@ def test_search_without_validation_runs_is_a_one_line_error(tiny_cache):
     results = {"attacks": {"a": {"runs": {"id": {"0.01": {"run": "score-p01"}}}}}}
     with pytest.raises(BadInput, match="--pools val-0.5 val-0.01"):
         fusion.search(results, {})
+
+
+def test_other_victims_validation_pools_join_the_ranking_and_their_test_pools_the_report(tiny_cache, tmp_path, capsys):
+    from jobs import lab_fusion
+
+    detect = tiny_cache / "detect"
+    for name, good in (("a", {"dede"}), ("b", {"kdist"})):         # each victim favours another detector
+        for pool, n in (("val-0.5", (200, 200)), ("val-0.01", (990, 10)), ("0.01", (990, 10))):
+            _run(detect / f"score-{name}{pool}", *n, good, len(pool) + ord(name))
+    runs = {name: {p: {"run": f"score-{name}{p}"} for p in ("val-0.5", "val-0.01", "0.01")} for name in "ab"}
+    main, other = tmp_path / "results", tmp_path / "blend"
+    for folder, name in ((main, "a"), (other, "b")):
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"attacks": {"x": {"runs": {"id": runs[name]}}}}))
+    alone = fusion.search(json.loads((main / "results.json").read_text()), {}, size=2, keep=5)
+    assert alone["sets"][0]["members"] == ["dede"]
+    assert lab_fusion.main(["--results", str(main), "--also", str(other), "--max-size", "2", "--no-progress"]) == 0
+    out = json.loads((main / "fusion.json").read_text())
+    assert out["cells"] == ["x@val-0.5", "x@val-0.01", "blend/x@val-0.5", "blend/x@val-0.01"]
+    assert out["test_cells"] == ["x@0.01", "blend/x@0.01"]
+    assert set(out["sets"][0]["members"]) == {"dede", "kdist"}     # only the pair serves both victims
+    capsys.readouterr()
+    assert lab_fusion.main(["--results", str(main), "--also", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "--also" in capsys.readouterr().err
