@@ -76,7 +76,8 @@ def measure(calibration: dict[str, Any], splits: int = SPLITS, progress: bool = 
         run_dir = find_run(info["folder"], calibration["pool"])
         run = json.loads((run_dir / "run.json").read_text())
         own = load_reference(str(folder), load_decoder_config(str(folder)))
-        columns = ["embedding", "score", "difficulty", *run_plan(run).image_detectors]
+        images = run_plan(run).image_detectors
+        columns = ["embedding", "score", "difficulty", *images]
         table = read_scores(run_dir, columns)
         ok, poisoned = ground_truth(table)
         rows = {k: np.asarray(table[k])[ok & ~poisoned] for k in columns}
@@ -92,7 +93,7 @@ def measure(calibration: dict[str, Any], splits: int = SPLITS, progress: bool = 
             counted = {k: v[counted_idx] for k, v in rows.items()}
             test_aux = CleanReference(rows["score"][hold], rows["embedding"][hold], rows["embedding"][bank],
                                       rows["difficulty"][hold], recipients=own.recipients,
-                                      **{f"holdout_{n}": rows[n][hold] for n in run_plan(run).image_detectors})
+                                      **{f"holdout_{n}": rows[n][hold] for n in images})
             for case, clean in (("train-aux", own), ("test-aux", test_aux)):
                 for name, rate in realised(clean, counted, run).items():
                     rates[case].setdefault(name, []).append(rate)

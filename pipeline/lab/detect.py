@@ -360,9 +360,8 @@ def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
     if run_file.exists():
         return folder, json.loads(run_file.read_text()), True
     source = folder / REDETECTED
-    kwargs = settings.job_kwargs([str(pool.folder)], str(decoder), str(folder))
-    images = JobConfig(**kwargs).detector_plan().image_detectors
-    sibling = None if folder.exists() else scored_sibling(decoder, pool, images)
+    cfg = JobConfig(**settings.job_kwargs([str(pool.folder)], str(decoder), str(folder)))
+    sibling = None if folder.exists() else scored_sibling(decoder, pool, cfg.detector_plan().image_detectors)
     if sibling is not None:          # every file there is replaced whole (written to a temp name, then renamed)
         staging = folder.with_name(folder.name + ".linking")
         shutil.rmtree(staging, ignore_errors=True)
@@ -371,7 +370,7 @@ def ensure_run(decoder: Path, pool: ShardSet, settings: Settings, ray: LazyRay,
         staging.rename(folder)
         log(f"    the detectors again on the scores of {sibling.name}")
     ray.ensure()
-    run = run_job(JobConfig(**kwargs, redetect=source.exists()), log=lambda line: log(f"    {line}"))
+    run = run_job(dataclasses.replace(cfg, redetect=source.exists()), log=lambda line: log(f"    {line}"))
     return folder, run, False
 
 
