@@ -1,4 +1,5 @@
-"""The ensemble member search ranks member sets by their fused AUC on the validation pools' cached runs."""
+"""The ensemble member search ranks member sets by their fused TPR at 1% FPR or AUC on the validation pools' cached
+runs."""
 from __future__ import annotations
 
 import json
@@ -13,13 +14,16 @@ from pipeline.errors import BadInput
 from pipeline.lab import fusion
 
 
-def _run(folder, n_clean: int, n_poisoned: int, informative: set[str], seed: int) -> None:
-    """A fake score run: `informative` detectors score poisoned rows higher, the others are noise."""
+def _run(folder, n_clean: int, n_poisoned: int, informative: set[str], seed: int,
+         shifts: dict[str, np.ndarray] | None = None) -> None:
+    """A fake score run: `informative` detectors score poisoned rows higher, the others are noise; `shifts` gives
+    a detector its own shift per poisoned row instead."""
     rng = np.random.default_rng(seed)
     y = np.r_[np.zeros(n_clean, bool), np.ones(n_poisoned, bool)]
     cols = {"status": ["ok"] * len(y), "poisoned": y.tolist()}
     for name in fusion.CANDIDATES:
-        cols[column(name)] = rng.normal(size=len(y)) + (3.0 * y if name in informative else 0.0)
+        shift = (shifts or {}).get(name, np.full(n_poisoned, 3.0 if name in informative else 0.0))
+        cols[column(name)] = rng.normal(size=len(y)) + np.r_[np.zeros(n_clean), shift]
     (folder / "scores").mkdir(parents=True)
     pq.write_table(pa.table(cols), folder / "scores" / "000000.parquet")
     (folder / "run.json").write_text("{}")
@@ -37,18 +41,19 @@ def test_search_ranks_on_the_validation_pools_and_only_reports_the_test_pools_an
             "0.01": {"run": "score-p01"}}
     results = {"attacks": {"a": {"runs": {"id": runs}}}}
     out = fusion.search(results, {"demo": tmp_path / "demo"}, size=2, keep=5)
+    assert out["rank_by"] == "tpr" and out["tpr_cells"] == ["a@val-0.01"]
     best = out["sets"][0]
     assert best["members"] == ["dede", "norm:bank"] and best["rank"] == 1
     assert best["validation_mean"] > 0.99 and best["test_mean"] < 0.7
     assert set(best["auc"]) == {"a@val-0.5", "a@val-0.01", "a@0.5", "a@0.01", "demo"}
     assert out["cells"] == ["a@val-0.5", "a@val-0.01"] and out["test_cells"] == ["a@0.5", "a@0.01"]
     assert out["searched"] == 17 + 3 * 136                 # 17 candidates alone; pairs by max, mean and fisher
-    noise = fusion.fused_auc(fusion.cell_tables(results, {})["a@val-0.5"], ("kdist",), "mean")
+    noise, _ = fusion.fused_metrics(fusion.cell_tables(results, {})["a@val-0.5"], ("kdist",), "mean")
     assert 0.4 < noise < 0.6
     fusion.write(tmp_path, {**out, "command": "c", "commit": "x"})
     md = (tmp_path / "fusion.md").read_text()
     assert md == fusion.render(json.loads((tmp_path / "fusion.json").read_text()))
-    assert "| 1 | dede + norm:bank |" in md
+    assert "| 1 | dede + norm:bank |" in md and f"/ {100 * best['tpr']['a@val-0.01']:.0f}% |" in md
     marked = fusion.render({**out, "default": {"members": ["dede", "norm:bank"], "fusion": best["fusion"]}})
     assert f"| 1 | dede + norm:bank (default) | {best['fusion']} |" in marked and marked.count("(default)") == 1
 
@@ -82,3 +87,23 @@ def test_other_victims_validation_pools_join_the_ranking_and_their_test_pools_th
     capsys.readouterr()
     assert lab_fusion.main(["--results", str(main), "--also", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "--also" in capsys.readouterr().err
+
+
+def test_the_tpr_rule_prefers_the_set_that_catches_more_at_1pct_fpr_where_the_auc_rule_prefers_another(tiny_cache):
+    """`dede` lifts every poisoned row a little (the higher AUC), `kdist` half of them far and the rest not at all
+    (the higher TPR at 1% FPR): each rule ranks its own first."""
+    rng = np.random.default_rng(7)
+    runs = {}
+    for pool, seed in (("val-0.5", 0), ("val-0.01", 1)):
+        n = 400
+        shifts = {"dede": np.full(n, 1.8), "kdist": np.where(rng.random(n) < 0.5, 8.0, 0.0)}
+        _run(tiny_cache / "detect" / f"score-{pool}", 4000, n, set(), seed, shifts)
+        runs[pool] = {"run": f"score-{pool}"}
+    results = {"attacks": {"a": {"runs": {"id": runs}}}}
+    by_tpr = fusion.search(results, {}, size=1, keep=3)["sets"][0]
+    by_auc = fusion.search(results, {}, size=1, keep=3, rank_by="auc")["sets"][0]
+    assert by_tpr["members"] == ["kdist"] and by_auc["members"] == ["dede"]
+    assert by_tpr["validation_tpr"] > 0.45 > by_auc["validation_tpr"]
+    assert by_auc["validation_mean"] > 0.85 > by_tpr["validation_mean"]
+    with pytest.raises(BadInput, match="rank_by"):
+        fusion.search(results, {}, rank_by="f1")
