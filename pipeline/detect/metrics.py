@@ -15,11 +15,16 @@ def _split(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half)."""
-    from sklearn.metrics import roc_auc_score
-
-    _split(labels, scores)
-    return float(roc_auc_score(np.asarray(labels).astype(int), np.asarray(scores, np.float64)))
+    """Area under the ROC curve (ties count half): the share of (clean, poisoned) pairs the poisoned one wins.
+    Hand-written because sklearn's roc_auc_score spends about 8 ms a call on input checks, and the member search
+    (pipeline.lab.fusion) calls it hundreds of thousands of times."""
+    clean, poisoned = _split(labels, scores)
+    if not (np.isfinite(clean).all() and np.isfinite(poisoned).all()):
+        raise ValueError("detection metrics need finite scores")
+    ranked = np.sort(clean)
+    below = np.searchsorted(ranked, poisoned, side="left")
+    upto = np.searchsorted(ranked, poisoned, side="right")
+    return float((below + upto).sum() / (2.0 * ranked.size * poisoned.size))
 
 
 def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
