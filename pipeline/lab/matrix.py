@@ -124,9 +124,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def section(rows: list[dict[str, Any]]) -> str:
-    """The markdown matrix: one row per cell, then the per-attack verdicts."""
-    lines = [f"### Reproduction matrix (`results/matrix.json`; a cell holds at ASR >= {100 * ASR_BAR:.0f}% and CA at "
+def section(rows: list[dict[str, Any]], source: str = "results/matrix.json") -> str:
+    """The markdown matrix of the rows read from `source`: one row per cell, then the per-attack verdicts."""
+    lines = [f"### Reproduction matrix (`{source}`; a cell holds at ASR >= {100 * ASR_BAR:.0f}% and CA at "
              f"most {100 * CA_DROP_BAR:.0f} points below the clean encoder)", "",
              "| attack | trigger | target | CA | clean encoder CA | ASR | ASR, 1%-poisoned downstream | holds | flags "
              "| train / wall min | entry |",
@@ -156,5 +156,5 @@ def write(rows: list[dict[str, Any]], json_path: Path, document: Path | None) ->
     merged = merge(old, rows)
     write_text_atomic(str(json_path), json.dumps(merged, indent=2) + "\n")
     if document is not None:
-        fill(document, section(merged), BEGIN, END)
+        fill(document, section(merged, json_path.as_posix()), BEGIN, END)
     return merged

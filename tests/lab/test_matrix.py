@@ -36,6 +36,7 @@ def test_matrix_command_runs_a_tiny_grid_and_a_rerun_trains_nothing(tiny_simclr,
     text = doc.read_text()
     assert text.startswith(f"intro\n{BEGIN}\n") and text.endswith(f"{END}\noutro\n") and "\nold\n" not in text
     assert text.count("| bar-top") == 4 and "**not reproduced**" in text   # tiny runs carry flags
+    assert f"Reproduction matrix (`{out.as_posix()}`;" in text               # the section names its JSON
     cards = {p: p.stat().st_mtime_ns for p in tiny_cache.glob("*/card.json")}
     capsys.readouterr()
     assert lab_matrix.main(argv(["badencoder", "drupe"], ["0", "3"])) == 0
