@@ -73,8 +73,8 @@ def fused_metrics(cell: Cell, members: tuple[str, ...], fusion: str) -> tuple[fl
 
 
 def _one_percent(cell: str) -> bool:
-    """Whether a cell is a 1%-poisoned pool (the cells the TPR rule averages)."""
-    return cell.endswith("0.01")
+    """Whether a cell (attack@pool) is a split's 1%-poisoned pool (the cells the TPR rule averages)."""
+    return "@" in cell and cell.rsplit("@", 1)[1] in {pool for _, pool in SPLITS.values()}
 
 
 def _prefixed(results: dict[str, Any], also: dict[str, dict[str, Any]], split: str) -> dict[str, Cell]:
