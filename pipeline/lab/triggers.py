@@ -127,9 +127,12 @@ class FrequencyTrigger(Trigger):
         return (y / 255.0).clamp(0, 1).to(dtype)
 
 
-def square_trigger(size: int = 10, start: int = 21, image: int = 32, value: int = 255) -> PatchTrigger:
-    """BadEncoder's patch: a `value` square of `size` px at rows/cols start..start+size-1."""
-    return _solid(image, slice(start, start + size), slice(start, start + size), value)
+def square_trigger(size: int = 10, start: int = 21, image: int = 32, value: int = 255,
+                   col: int | None = None) -> PatchTrigger:
+    """BadEncoder's patch: a `value` square of `size` px at rows start..start+size-1 and cols col..col+size-1
+    (col defaults to start: on the diagonal)."""
+    col = start if col is None else col
+    return _solid(image, slice(start, start + size), slice(col, col + size), value)
 
 
 def checker_trigger(size: int = 6, start: int = 25, image: int = 32) -> PatchTrigger:

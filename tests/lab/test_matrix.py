@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from jobs import lab_attack, lab_matrix
-from pipeline.lab.matrix import BEGIN, END, holds, make_trigger
+from pipeline.lab.matrix import BEGIN, END, GRID_TRIGGERS, TARGETS, TRIGGERS_BAR, holds, make_trigger, summary
 from pipeline.lab.triggers import trigger_hash
 
 TINY = "--epochs 1 --shadow 64 --batch-size 32 --references 3"
@@ -70,3 +70,25 @@ def test_every_attack_cli_default_is_the_one_the_matrix_used():
         for k in {"share", "pairs", "ratio"} & set(r["config"]):
             assert r["config"][k] == getattr(a, k), (k, r["command"])
         assert r["config"]["trigger"] == r["trigger_hash"] == trigger_hash(make_trigger(r["trigger"]))
+
+
+def _row(attack: str, trigger: str, target: int, asr: float, flags: list[str] | None = None) -> dict:
+    row = {"attack": attack, "trigger": trigger, "target": target, "clean_accuracy": 0.53,
+           "clean_encoder_accuracy": 0.54, "attack_success_rate": asr, "flags": flags or []}
+    return {**row, "holds": holds(row)}
+
+
+def test_an_attack_is_reproduced_when_enough_triggers_hold_on_every_target_with_default_flags():
+    names = list(GRID_TRIGGERS)
+    assert len(names) > TRIGGERS_BAR and TRIGGERS_BAR == 3
+    held = [_row("a", t, c, 0.95) for t in names[:TRIGGERS_BAR] for c in TARGETS]
+    missed_one = [_row("a", names[-1], TARGETS[0], 0.5), _row("a", names[-1], TARGETS[1], 0.95)]
+    assert "-> **reproduced**" in summary(held + missed_one)["a"]
+    assert f"{TRIGGERS_BAR}/{len(names)}" in summary(held + missed_one)["a"]
+    one_target_short = [r for r in held if (r["trigger"], r["target"]) != (names[0], TARGETS[1])]
+    assert "**not reproduced**" in summary(one_target_short + missed_one)["a"]   # names[0] holds on one target only
+    flagged = [{**r, "flags": ["--epochs", "1"]} if r["trigger"] == names[1] else r for r in held]
+    assert "**not reproduced**" in summary(flagged)["a"]                           # a flagged cell never counts
+    low_ca = [{**r, "clean_accuracy": 0.50, "holds": holds({**r, "clean_accuracy": 0.50})}
+              if r["trigger"] == names[2] else r for r in held]
+    assert "**not reproduced**" in summary(low_ca)["a"]                            # CA 4 points below: no hold

@@ -22,6 +22,15 @@ def test_square_trigger_sets_rows_cols_21_to_30_white_and_keeps_the_rest():
     assert (y[:, outside] == x[:, outside]).all()
 
 
+def test_square_trigger_off_the_diagonal_whitens_its_rows_and_cols_and_keeps_the_default_hash():
+    x = _images()
+    y = square_trigger(size=6, start=24, col=2).apply_uint8(x)
+    inside = np.zeros((32, 32), bool)
+    inside[24:30, 2:8] = True
+    assert (y[:, inside] == 255).all() and (y[:, ~inside] == x[:, ~inside]).all()
+    assert trigger_hash(square_trigger(col=21)) == trigger_hash(square_trigger())
+
+
 def test_bar_trigger_whitens_exactly_its_rows_and_cols():
     x = _images()
     y = bar_trigger(length=12, thickness=2, row=4, col=5).apply_uint8(x)
