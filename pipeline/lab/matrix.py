@@ -124,8 +124,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, str]:
         cells = [r for r in rows if r["attack"] == attack]
         verdict = "**reproduced**" if len(triggers) >= TRIGGERS_BAR else "**not reproduced**"
         out[attack] = (f"{sum(r['holds'] for r in cells)}/{len(cells)} cells hold; triggers holding on targets "
-                       f"{' and '.join(map(str, TARGETS))} with default flags: {len(triggers)}/{len(GRID_TRIGGERS)} "
-                       f"({', '.join(triggers) or 'none'}; bar {TRIGGERS_BAR}) -> {verdict}")
+                       f"{' and '.join(map(str, TARGETS))} with default flags: {len(triggers)} "
+                       f"({', '.join(triggers) or 'none'}; {TRIGGERS_BAR} needed) -> {verdict}")
     return out
 
 

@@ -84,7 +84,7 @@ def test_an_attack_is_reproduced_when_enough_triggers_hold_on_every_target_with_
     held = [_row("a", t, c, 0.95) for t in names[:TRIGGERS_BAR] for c in TARGETS]
     missed_one = [_row("a", names[-1], TARGETS[0], 0.5), _row("a", names[-1], TARGETS[1], 0.95)]
     assert "-> **reproduced**" in summary(held + missed_one)["a"]
-    assert f"{TRIGGERS_BAR}/{len(names)}" in summary(held + missed_one)["a"]
+    assert f"flags: {TRIGGERS_BAR} ({', '.join(names[:TRIGGERS_BAR])};" in summary(held + missed_one)["a"]
     one_target_short = [r for r in held if (r["trigger"], r["target"]) != (names[0], TARGETS[1])]
     assert "**not reproduced**" in summary(one_target_short + missed_one)["a"]   # names[0] holds on one target only
     flagged = [{**r, "flags": ["--epochs", "1"]} if r["trigger"] == names[1] else r for r in held]
