@@ -5,9 +5,8 @@ A cell is `lab_attack.py ATTACK --clean SPEC --trigger FILE --target T [FLAGS]`,
 attack). Its row holds the attacked encoder's clean accuracy and ASR, the clean encoder's accuracy and
 the flags. A cell holds when ASR >= 90% and CA is at most 2 points below the clean encoder's; an attack
 is reproduced when at least 3 of the grid's triggers hold on every target with no extra flags (issue 19's bar:
-3 triggers x 2 targets). SimCLR-family rows also carry the
-ASR of a probe trained on a 1%-poisoned downstream set (DeDe Table 2's setting, `evaluate.assess`), shown
-beside the verdict and not part of it.
+3 triggers x 2 targets). SimCLR-family rows also carry the ASR of a probe trained on a 1%-poisoned downstream
+set (DeDe Table 2's setting, `evaluate.assess`), shown beside the verdict and not part of it.
 """
 from __future__ import annotations
 
@@ -119,9 +118,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, str]:
     that is at least TRIGGERS_BAR of them (reproduced)."""
     out = {}
     for attack in dict.fromkeys(r["attack"] for r in rows):
-        held = {(r["trigger"], r["target"]) for r in rows if r["attack"] == attack and r["holds"] and not r["flags"]}
-        triggers = [t for t in GRID_TRIGGERS if all((t, c) in held for c in TARGETS)]
         cells = [r for r in rows if r["attack"] == attack]
+        held = {(r["trigger"], r["target"]) for r in cells if r["holds"] and not r["flags"]}
+        triggers = [t for t in GRID_TRIGGERS if all((t, c) in held for c in TARGETS)]
         verdict = "**reproduced**" if len(triggers) >= TRIGGERS_BAR else "**not reproduced**"
         out[attack] = (f"{sum(r['holds'] for r in cells)}/{len(cells)} cells hold; triggers holding on targets "
                        f"{' and '.join(map(str, TARGETS))} with default flags: {len(triggers)} "
